@@ -1,0 +1,1 @@
+"""The HTTP shell over the gateway: Litestar app, handlers, SSE writer, errors."""

@@ -1,0 +1,62 @@
+"""The Litestar app factory: the gateway is started in the lifespan and injected."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.exceptions import HTTPException
+
+from proxy.api.errors import http_error, proxy_error, unexpected_error
+from proxy.api.routes import ROUTES, metrics_handler
+from proxy.errors import ProxyError
+from proxy.gateway import Gateway
+from proxy.observability.logging import configure_logging
+
+
+def create_app(gateway: Gateway) -> Litestar:
+    policy = gateway.policy
+    server = policy.config.server
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            gateway.draining = True
+            await gateway.close()
+
+    def provide_gateway() -> Gateway:
+        return gateway
+
+    handlers = list(ROUTES)
+    if policy.config.metrics.enabled:
+        handlers.append(metrics_handler(policy.config.metrics.path))
+    cors = CORSConfig(allow_origins=list(server.cors_origins)) if server.cors_origins else None
+    return Litestar(
+        route_handlers=handlers,
+        dependencies={"gateway": Provide(provide_gateway, use_cache=True, sync_to_thread=False)},
+        exception_handlers={
+            ProxyError: proxy_error,
+            HTTPException: http_error,
+            Exception: unexpected_error,
+        },
+        lifespan=[lifespan],
+        cors_config=cors,
+        openapi_config=None,
+        logging_config=None,
+        request_max_body_size=policy.max_body_bytes,
+        debug=False,
+    )
+
+
+def app_from_environment() -> Litestar:
+    """Factory for server worker processes: the policy path comes from LLM_PROXY_CONFIG."""
+    gateway = Gateway.from_file(os.environ.get("LLM_PROXY_CONFIG", "proxy.yaml"))
+    configure_logging(gateway.policy.config.logging, gateway.redactor)
+    return create_app(gateway)

@@ -1,0 +1,61 @@
+"""One renderer for every error: ours, Litestar's and the unexpected, all in OpenAI's envelope."""
+
+from __future__ import annotations
+
+from litestar import Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    ValidationException,
+)
+from loguru import logger
+
+from proxy.api.request_id import request_id_of
+from proxy.errors import (
+    InternalError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+    ProxyError,
+    RequestTooLargeError,
+)
+
+
+def render(request: Request[object, object, object], error: ProxyError) -> Response[bytes]:
+    headers = error.response_headers()
+    headers["x-request-id"] = request_id_of(request)
+    return Response(
+        error.body(), status_code=error.status, media_type="application/json", headers=headers
+    )
+
+
+def proxy_error(request: Request[object, object, object], exc: ProxyError) -> Response[bytes]:
+    return render(request, exc)
+
+
+def http_error(request: Request[object, object, object], exc: HTTPException) -> Response[bytes]:
+    return render(request, _translate(request, exc))
+
+
+def unexpected_error(request: Request[object, object, object], exc: Exception) -> Response[bytes]:
+    logger.opt(exception=exc).error(
+        "unhandled error on {} {} request_id={}", request.method, request.url.path,
+        request_id_of(request),
+    )
+    return render(request, InternalError("The proxy failed to handle the request."))
+
+
+def _translate(request: Request[object, object, object], exc: HTTPException) -> ProxyError:
+    if isinstance(exc, NotFoundException):
+        return NotFoundError(f"Unknown path: {request.method} {request.url.path}")
+    if isinstance(exc, MethodNotAllowedException):
+        return MethodNotAllowedError(f"Method {request.method} is not allowed on {request.url.path}.")
+    if exc.status_code == 413:
+        return RequestTooLargeError("The request body is too large.")
+    if isinstance(exc, ValidationException) or exc.status_code in (400, 422):
+        return InvalidRequestError(str(exc.detail))
+    error = ProxyError(str(exc.detail))
+    error.status = exc.status_code
+    error.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    return error

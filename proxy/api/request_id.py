@@ -1,0 +1,20 @@
+"""The request id: the client's `x-request-id` when sent (bounded), else a new one."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from litestar import Request
+
+_SAFE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def request_id_of(request: Request[object, object, object]) -> str:
+    state = request.scope.setdefault("state", {})
+    request_id: str | None = state.get("request_id")
+    if request_id is None:
+        sent = request.headers.get("x-request-id")
+        request_id = sent if sent and _SAFE.match(sent) else f"req_{uuid.uuid4().hex}"
+        state["request_id"] = request_id
+    return request_id

@@ -1,0 +1,66 @@
+"""Handlers: decode, call the gateway, respond. Nothing else lives here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get, post
+from litestar.response import Stream
+
+from proxy.api.request_id import request_id_of
+from proxy.api.sse import SSE_HEADERS, sse_frames
+from proxy.gateway import Gateway
+from proxy.wire import Model, ModelList
+
+AnyRequest = Request[Any, Any, Any]
+
+
+@post("/v1/chat/completions", status_code=200)
+async def chat_completions(request: AnyRequest, gateway: Gateway) -> Response[Any]:
+    body = await request.body()
+    request_id = request_id_of(request)
+    result = await gateway.handle_chat(body, request.headers.get("authorization"), request_id)
+    headers = {**result.headers, "x-request-id": request_id}
+    if result.stream is not None:
+        headers.update(SSE_HEADERS)
+        return Stream(sse_frames(result.stream), media_type="text/event-stream", headers=headers)
+    return Response(result.body, media_type="application/json", headers=headers)
+
+
+@get("/v1/models")
+async def list_models(request: AnyRequest, gateway: Gateway) -> ModelList:
+    return gateway.list_models(request.headers.get("authorization"))
+
+
+@get("/v1/models/{model_id:path}")
+async def get_model(request: AnyRequest, gateway: Gateway, model_id: str) -> Model:
+    return gateway.get_model(request.headers.get("authorization"), model_id.lstrip("/"))
+
+
+@get("/health/liveness")
+async def liveness() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/health/readiness")
+async def readiness(gateway: Gateway) -> Response[dict[str, str]]:
+    if gateway.ready:
+        return Response({"status": "ready"})
+    reason = "draining" if gateway.draining else "starting"
+    return Response({"status": "not ready", "reason": reason}, status_code=503)
+
+
+@get("/health")
+async def health(gateway: Gateway) -> dict[str, Any]:
+    return gateway.health()
+
+
+def metrics_handler(path: str) -> Any:
+    @get(path, media_type="text/plain; version=0.0.4; charset=utf-8")
+    async def metrics(gateway: Gateway) -> bytes:
+        return gateway.metrics.exposition()
+
+    return metrics
+
+
+ROUTES = [chat_completions, list_models, get_model, liveness, readiness, health]

@@ -1,0 +1,28 @@
+"""Server-sent events for the client, in OpenAI's framing.
+
+A failure after the first byte cannot change the status any more: it is sent in-band as
+`data: {"error": {...}}` followed by `data: [DONE]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from loguru import logger
+
+from proxy.errors import InternalError, ProxyError
+
+DONE = b"data: [DONE]\n\n"
+SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+async def sse_frames(payloads: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    try:
+        async for payload in payloads:
+            yield b"data: " + payload + b"\n\n"
+    except ProxyError as exc:
+        yield b"data: " + exc.body() + b"\n\n"
+    except Exception:
+        logger.exception("stream failed")
+        yield b"data: " + InternalError("The stream failed inside the proxy.").body() + b"\n\n"
+    yield DONE

@@ -1,0 +1,133 @@
+"""The policy file's shape: frozen msgspec Structs that forbid unknown keys.
+
+Only keys the proxy implements live here: a key that parses but does nothing would lie
+to operators. `loader.py` turns a YAML file into these Structs with every problem reported
+at once; `policy.py` compiles them into the runtime policy.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+SizeText = Annotated[str, Meta(pattern=r"^\s*\d+(\.\d+)?\s*([KMGT]i?B|B)?\s*$")]
+Size = Annotated[int, Meta(ge=0)] | SizeText
+Seconds = Annotated[float, Meta(gt=0)]
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{64}$")]
+NonEmpty = Annotated[str, Meta(min_length=1)]
+
+
+class Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Base of every policy section."""
+
+
+class ServerConfig(Section):
+    host: str = "0.0.0.0"
+    port: Port = 8080
+    workers: Annotated[int, Meta(ge=1, le=64)] = 1
+    drain_timeout: Annotated[float, Meta(ge=0)] = 30
+    max_body_bytes: Size = "10MiB"
+    max_header_bytes: Size = "64KiB"
+    max_messages: Annotated[int, Meta(ge=1)] = 2048
+    max_stream_seconds: Seconds = 1800
+    cors_origins: list[str] = []
+
+
+class Timeouts(Section):
+    connect: Seconds = 5
+    first_token: Seconds = 60
+    idle: Seconds = 30
+    total: Seconds = 600
+
+
+class TimeoutOverride(Section):
+    connect: Seconds | None = None
+    first_token: Seconds | None = None
+    idle: Seconds | None = None
+    total: Seconds | None = None
+
+
+class OpenAIUpstreamConfig(Section, tag_field="type", tag="openai"):
+    base_url: NonEmpty = "https://api.openai.com/v1"
+    api_key: str | None = None
+    headers: dict[str, str] = {}
+    timeout: Timeouts = Timeouts()
+    max_connections: Annotated[int, Meta(ge=1)] = 200
+
+
+UpstreamConfig = OpenAIUpstreamConfig
+
+
+class RouteConfig(Section):
+    upstream: NonEmpty
+    model: NonEmpty | None = None
+    weight: Annotated[float, Meta(gt=0)] = 1
+
+
+class ModelConfig(Section):
+    routes: Annotated[list[RouteConfig], Meta(min_length=1)]
+    strategy: Literal["weighted", "priority"] = "weighted"
+    timeout: TimeoutOverride | None = None
+
+
+class KeyConfig(Section):
+    name: NonEmpty
+    key: NonEmpty | None = None
+    sha256: Sha256Hex | None = None
+    models: list[str] = msgspec.field(default_factory=lambda: ["*"])
+
+
+class LoggingConfig(Section):
+    level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    json: bool = False
+    file: str | None = None
+    redact: bool = True
+    log_bodies: bool = False
+
+
+class MetricsConfig(Section):
+    enabled: bool = True
+    path: Annotated[str, Meta(pattern=r"^/")] = "/metrics"
+
+
+class ProxyConfig(Section):
+    server: ServerConfig = ServerConfig()
+    upstreams: dict[str, UpstreamConfig] = {}
+    models: dict[str, ModelConfig] = {}
+    keys: list[KeyConfig] = []
+    auth: Literal["optional", "required"] = "optional"
+    logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+
+UPSTREAM_TYPES: tuple[str, ...] = ("openai",)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of proxy.yaml (editors use it; the loader validates with it)."""
+    schema = msgspec.json.schema(ProxyConfig)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "llm-proxy policy (proxy.yaml)"
+    return schema
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$")
+_UNITS = {
+    None: 1, "B": 1,
+    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
+}
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from an int or a string such as "10MiB" (already validated by the schema)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(value)
+    if match is None:
+        raise ValueError(f"not a size: {value!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])

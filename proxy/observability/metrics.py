@@ -1,0 +1,77 @@
+"""Prometheus metrics, one registry per gateway (no module state), names as in DESIGN.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600)
+FIRST_TOKEN_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "llm_proxy_requests", "Chat requests answered", ["model", "route", "status"], registry=r
+        )
+        self.duration = Histogram(
+            "llm_proxy_request_duration_seconds", "Time from request to the end of the answer",
+            ["model", "route"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.first_token = Histogram(
+            "llm_proxy_time_to_first_token_seconds", "Time to the first streamed chunk",
+            ["model", "route"], buckets=FIRST_TOKEN_BUCKETS, registry=r,
+        )
+        self.tokens = Counter(
+            "llm_proxy_tokens", "Tokens reported by upstreams", ["model", "route", "kind"], registry=r
+        )
+        self.upstream_errors = Counter(
+            "llm_proxy_upstream_errors", "Failed upstream attempts", ["route", "reason"], registry=r
+        )
+        self.inflight = Gauge(
+            "llm_proxy_inflight_requests", "Chat requests in progress", registry=r
+        )
+        self.overhead = Histogram(
+            "llm_proxy_overhead_seconds", "Time spent in the proxy itself (total - upstream)",
+            ["model"], buckets=OVERHEAD_BUCKETS, registry=r,
+        )
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
+        """The labelled child, cached: `labels()` takes a lock and builds a dict each call."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def record(
+        self, model: str, route: str, status: int, duration: float, overhead: float
+    ) -> None:
+        self.child(self.requests, model, route, str(status)).inc()
+        self.child(self.duration, model, route).observe(duration)
+        self.child(self.overhead, model).observe(overhead)
+
+    def record_tokens(self, model: str, route: str, prompt: int, completion: int) -> None:
+        self.child(self.tokens, model, route, "prompt").inc(prompt)
+        self.child(self.tokens, model, route, "completion").inc(completion)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def snapshot(self) -> dict[str, list[dict[str, Any]]]:
+        """Every sample as plain data, for `Gateway.stats()`."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_created"):
+                    continue
+                out.setdefault(sample.name, []).append(
+                    {"labels": dict(sample.labels), "value": sample.value}
+                )
+        return out

@@ -1,0 +1,51 @@
+"""Environment variables that override proxy.yaml (CLI flags > environment > file > defaults).
+
+Each row names the variable, the key path it sets and how its text becomes a value. Rows
+are added together with the section they set, so that no variable is accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _boolean(text: str) -> bool | str:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    return text  # left as text: the schema check then names the key and the bad value
+
+
+def _upper(text: str) -> str:
+    return text.strip().upper()
+
+
+OVERRIDES: tuple[tuple[str, tuple[str, ...], Callable[[str], Any]], ...] = (
+    ("LOG_LEVEL", ("logging", "level"), _upper),
+    ("LOG_FILE", ("logging", "file"), str),
+    ("LOG_JSON", ("logging", "json"), _boolean),
+)
+
+
+def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    """Set the overridden keys in `data` in place; return their dotted paths."""
+    applied = []
+    for variable, path, convert in OVERRIDES:
+        text = env.get(variable)
+        if text is None or text == "":
+            continue
+        section = data
+        for part in path[:-1]:
+            child = section.get(part)
+            if not isinstance(child, dict):
+                child = section[part] = {}
+            section = child
+        section[path[-1]] = convert(text)
+        applied.append(f"{'.'.join(path)} (from {variable})")
+    return applied

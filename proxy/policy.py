@@ -1,0 +1,200 @@
+"""The compiled, immutable runtime policy built from a validated ProxyConfig.
+
+A request reads one Policy object from start to end; a reload builds a new one and swaps
+a single reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import time
+from dataclasses import dataclass, field
+from fnmatch import translate
+
+from proxy.config import KeyConfig, ModelConfig, ProxyConfig, Timeouts, parse_size
+from proxy.errors import AuthenticationError
+from proxy.loader import LoadedConfig
+
+_RESOLVE_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    upstream: str
+    model: str | None  # None: the part of the name a pattern matched
+    weight: float
+    label: str  # "<upstream>/<configured model or pattern>", for metrics
+    timeouts: Timeouts
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPolicy:
+    name: str  # the configured public name or pattern
+    routes: tuple[Route, ...]
+    strategy: str
+    is_pattern: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    public: str  # what the client asked for
+    policy: ModelPolicy
+    matched: str | None = None  # what a pattern's '*' matched
+
+    def upstream_model(self, route: Route) -> str:
+        return route.model or self.matched or self.public
+
+
+@dataclass(frozen=True, slots=True)
+class ClientKey:
+    name: str
+    digest: bytes
+    allowed: re.Pattern[str] | None  # None: every model
+
+    def allows(self, model: str) -> bool:
+        return self.allowed is None or self.allowed.fullmatch(model) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    name: str
+    key: ClientKey | None = None
+
+    def allows(self, model: str) -> bool:
+        return self.key is None or self.key.allows(model)
+
+
+ANONYMOUS = Caller("anonymous")
+
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    prefix: str
+    suffix: str
+    policy: ModelPolicy
+
+    def match(self, name: str) -> str | None:
+        inner = len(name) - len(self.prefix) - len(self.suffix)
+        if inner > 0 and name.startswith(self.prefix) and name.endswith(self.suffix):
+            return name[len(self.prefix) : len(name) - len(self.suffix)]
+        return None
+
+
+@dataclass
+class Policy:
+    config: ProxyConfig
+    source: str
+    version: str
+    unconfigured: dict[str, str]
+    secrets: tuple[str, ...]
+    models: dict[str, ModelPolicy]
+    patterns: tuple[_Pattern, ...]
+    keys: dict[bytes, ClientKey]
+    max_body_bytes: int
+    loaded_at: float = field(default_factory=time.time)
+    _resolved: dict[str, ResolvedModel | None] = field(default_factory=dict)
+
+    @property
+    def public_models(self) -> list[str]:
+        return [name for name, model in self.models.items() if not model.is_pattern]
+
+    def resolve(self, name: str) -> ResolvedModel | None:
+        """Exact names beat patterns; among patterns the longest literal prefix wins."""
+        try:
+            return self._resolved[name]
+        except KeyError:
+            pass
+        resolved = self._resolve(name)
+        if len(self._resolved) >= _RESOLVE_CACHE_SIZE:
+            self._resolved.clear()
+        self._resolved[name] = resolved
+        return resolved
+
+    def _resolve(self, name: str) -> ResolvedModel | None:
+        exact = self.models.get(name)
+        if exact is not None:
+            return ResolvedModel(name, exact)
+        for pattern in self.patterns:
+            matched = pattern.match(name)
+            if matched is not None:
+                return ResolvedModel(name, pattern.policy, matched)
+        return None
+
+    def authenticate(self, authorization: str | None) -> Caller:
+        """Map the Authorization header to a caller; 401 when keys exist and it fails."""
+        if not self.keys:
+            return ANONYMOUS
+        token = _bearer_token(authorization)
+        if not token:
+            raise AuthenticationError(
+                "You didn't provide an API key. Pass it as 'Authorization: Bearer <key>'."
+            )
+        digest = hashlib.sha256(token.encode()).digest()
+        key = self.keys.get(digest)
+        if key is None or not hmac.compare_digest(key.digest, digest):
+            raise AuthenticationError("Incorrect API key provided.")
+        return Caller(key.name, key)
+
+
+def _bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        return ""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def compile_policy(loaded: LoadedConfig) -> Policy:
+    config = loaded.config
+    models = {name: _compile_model(name, model, config) for name, model in config.models.items()}
+    patterns = sorted(
+        (
+            _Pattern(*name.split("*", 1), policy=policy)
+            for name, policy in models.items()
+            if policy.is_pattern
+        ),
+        key=lambda p: (len(p.prefix), len(p.suffix)),
+        reverse=True,
+    )
+    keys = {key.digest: key for key in map(_compile_key, config.keys)}
+    return Policy(
+        config=config,
+        source=loaded.source,
+        version=hashlib.sha256(loaded.text.encode()).hexdigest()[:12],
+        unconfigured=dict(loaded.unconfigured),
+        secrets=tuple(s for s in loaded.secrets if s),
+        models=models,
+        patterns=tuple(patterns),
+        keys=keys,
+        max_body_bytes=parse_size(config.server.max_body_bytes),
+    )
+
+
+def _compile_model(name: str, model: ModelConfig, config: ProxyConfig) -> ModelPolicy:
+    routes = []
+    for route in model.routes:
+        base = config.upstreams[route.upstream].timeout
+        override = model.timeout
+        timeouts = base
+        if override is not None:
+            timeouts = Timeouts(
+                connect=override.connect or base.connect,
+                first_token=override.first_token or base.first_token,
+                idle=override.idle or base.idle,
+                total=override.total or base.total,
+            )
+        label = f"{route.upstream}/{route.model or name}"
+        routes.append(Route(route.upstream, route.model, route.weight, label, timeouts))
+    return ModelPolicy(name, tuple(routes), model.strategy, "*" in name)
+
+
+def _compile_key(key: KeyConfig) -> ClientKey:
+    if key.sha256 is not None:
+        digest = bytes.fromhex(key.sha256)
+    else:
+        digest = hashlib.sha256((key.key or "").encode()).digest()
+    allowed = None
+    if "*" not in key.models:
+        allowed = re.compile("|".join(f"(?:{translate(glob)})" for glob in key.models) or "(?!)")
+    return ClientKey(key.name, digest, allowed)

@@ -1,0 +1,133 @@
+"""Upstream replies made into what the client receives.
+
+JSON: `model` becomes the public name, usage is read for accounting. Streams: the same per
+chunk, the usage chunk the proxy asked for is removed when the client did not ask, and a
+stream that ends without every choice finishing is a failure, never a silent truncation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from proxy.accounting import RequestRecord
+from proxy.errors import ProxyError, UpstreamError, UpstreamTimeoutError
+from proxy.observability.metrics import Metrics
+
+_decode = msgspec.json.Decoder().decode
+_encode = msgspec.json.Encoder().encode
+
+
+def rewrite_completion(body: bytes, public_model: str, upstream: str) -> tuple[bytes, Any]:
+    """The client's JSON reply and the upstream's `usage` (or None)."""
+    data = _decode_object(body, upstream)
+    if not isinstance(data.get("choices"), list):
+        raise UpstreamError(f"The upstream '{upstream}' sent a reply without choices.")
+    data["model"] = public_model
+    return _encode(data), data.get("usage")
+
+
+def count_usage(record: RequestRecord, usage: Any) -> None:
+    if isinstance(usage, dict):
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        record.prompt_tokens = prompt if isinstance(prompt, int) else 0
+        record.completion_tokens = completion if isinstance(completion, int) else 0
+
+
+def _decode_object(body: bytes, upstream: str) -> dict[str, Any]:
+    try:
+        data = _decode(body)
+    except msgspec.DecodeError:
+        raise UpstreamError(f"The upstream '{upstream}' sent a reply that is not JSON.") from None
+    if not isinstance(data, dict):
+        raise UpstreamError(f"The upstream '{upstream}' sent a reply that is not an object.")
+    return data
+
+
+@dataclass(slots=True)
+class StreamContext:
+    public_model: str
+    upstream: str
+    client_wants_usage: bool
+    choices: int
+    max_seconds: float
+    record: RequestRecord
+    metrics: Metrics
+
+
+class _ChunkRewriter:
+    __slots__ = ("ctx", "finished")
+
+    def __init__(self, ctx: StreamContext) -> None:
+        self.ctx = ctx
+        self.finished: set[int] = set()
+
+    def __call__(self, event: bytes) -> bytes | None:
+        ctx = self.ctx
+        chunk = _decode_object(event, ctx.upstream)
+        if chunk.get("error"):
+            raise UpstreamError(f"The upstream '{ctx.upstream}' failed during the stream.")
+        chunk["model"] = ctx.public_model
+        choices = chunk.get("choices")
+        if choices:
+            for choice in choices:
+                if isinstance(choice, dict) and choice.get("finish_reason"):
+                    self.finished.add(choice.get("index", 0))
+        if "usage" in chunk:
+            usage = chunk["usage"]
+            if usage:
+                count_usage(ctx.record, usage)
+            if not ctx.client_wants_usage:
+                if not choices:
+                    return None
+                del chunk["usage"]
+        return _encode(chunk)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.finished) >= self.ctx.choices
+
+
+async def relay_stream(
+    first: bytes, events: AsyncIterator[bytes], ctx: StreamContext
+) -> AsyncIterator[bytes]:
+    """Chunk JSON for the client; a ProxyError raised here happened after the first byte."""
+    record = ctx.record
+    rewrite = _ChunkRewriter(ctx)
+    started = record.started
+    clock = time.perf_counter
+    try:
+        payload = rewrite(first)
+        record.first_token = clock() - started
+        if payload is not None:
+            yield payload
+        while True:
+            waited = clock()
+            try:
+                event = await anext(events)
+            except StopAsyncIteration:
+                break
+            finally:
+                record.upstream_seconds += clock() - waited
+            payload = rewrite(event)
+            if payload is not None:
+                yield payload
+            if clock() - started > ctx.max_seconds:
+                raise UpstreamTimeoutError("The stream was open longer than the proxy allows.")
+        if not rewrite.complete:
+            raise UpstreamError(f"The upstream '{ctx.upstream}' ended the stream early.")
+    except ProxyError as exc:
+        record.error = exc.message
+        ctx.metrics.child(ctx.metrics.upstream_errors, record.route, exc.code or exc.type).inc()
+        raise
+    except BaseException:
+        record.disconnected = True
+        raise
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+        record.finish(ctx.metrics)
+        ctx.metrics.inflight.dec()

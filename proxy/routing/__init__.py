@@ -1,0 +1,1 @@
+"""Choosing and ordering the routes that may serve a request."""

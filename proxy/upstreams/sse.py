@@ -1,0 +1,52 @@
+"""An incremental server-sent-events decoder with no line-size cap.
+
+Accepts CR, LF and CRLF line ends, `:` comment lines, `data:` with or without a space,
+and multi-line data (joined with LF), as the OpenAI SDK's own decoder does.
+"""
+
+from __future__ import annotations
+
+
+class SSEDecoder:
+    __slots__ = ("_data", "_pending")
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Return the data of every event completed by `chunk`."""
+        buffer = self._pending + chunk if self._pending else chunk
+        if b"\r" in buffer:
+            keep_cr = buffer.endswith(b"\r")  # a CRLF may be split across chunks
+            if keep_cr:
+                buffer = buffer[:-1]
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            if keep_cr:
+                buffer += b"\r"
+        lines = buffer.split(b"\n")
+        self._pending = lines.pop()
+        events: list[bytes] = []
+        for line in lines:
+            self._line(line, events)
+        return events
+
+    def flush(self) -> list[bytes]:
+        """At end of stream: the last event, even without its blank line."""
+        events: list[bytes] = []
+        if self._pending:
+            self._line(self._pending.rstrip(b"\r"), events)
+            self._pending = b""
+        self._line(b"", events)
+        return events
+
+    def _line(self, line: bytes, events: list[bytes]) -> None:
+        if not line:
+            if self._data:
+                events.append(b"\n".join(self._data))
+                self._data = []
+            return
+        if line.startswith(b"data:"):
+            value = line[5:]
+            self._data.append(value[1:] if value.startswith(b" ") else value)
+        # comments (":"), event:, id: and retry: carry nothing a chat stream needs
