@@ -66,9 +66,10 @@ def check(path: str) -> int:
     config = loaded.config
     print(f"{path}: valid")
     for name, model in config.models.items():
+        weighted = model.strategy == "weighted" and len(model.routes) > 1
         routes = ", ".join(
             f"{r.upstream}/{r.model or ('<matched>' if '*' in name else name)}"
-            + (f" (weight {r.weight:g})" if model.strategy == "weighted" and len(model.routes) > 1 else "")
+            + (f" (weight {r.weight:g})" if weighted else "")
             for r in model.routes
         )
         print(f"  {name} [{model.strategy}]: {routes}")

@@ -25,7 +25,7 @@ class Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     """Base of every policy section."""
 
 
-class ServerConfig(Section):
+class ServerConfig(Section, frozen=True):
     host: str = "0.0.0.0"
     port: Port = 8080
     workers: Annotated[int, Meta(ge=1, le=64)] = 1
@@ -37,21 +37,21 @@ class ServerConfig(Section):
     cors_origins: list[str] = []
 
 
-class Timeouts(Section):
+class Timeouts(Section, frozen=True):
     connect: Seconds = 5
     first_token: Seconds = 60
     idle: Seconds = 30
     total: Seconds = 600
 
 
-class TimeoutOverride(Section):
+class TimeoutOverride(Section, frozen=True):
     connect: Seconds | None = None
     first_token: Seconds | None = None
     idle: Seconds | None = None
     total: Seconds | None = None
 
 
-class OpenAIUpstreamConfig(Section, tag_field="type", tag="openai"):
+class OpenAIUpstreamConfig(Section, frozen=True, tag_field="type", tag="openai"):
     base_url: NonEmpty = "https://api.openai.com/v1"
     api_key: str | None = None
     headers: dict[str, str] = {}
@@ -62,26 +62,26 @@ class OpenAIUpstreamConfig(Section, tag_field="type", tag="openai"):
 UpstreamConfig = OpenAIUpstreamConfig
 
 
-class RouteConfig(Section):
+class RouteConfig(Section, frozen=True):
     upstream: NonEmpty
     model: NonEmpty | None = None
     weight: Annotated[float, Meta(gt=0)] = 1
 
 
-class ModelConfig(Section):
+class ModelConfig(Section, frozen=True):
     routes: Annotated[list[RouteConfig], Meta(min_length=1)]
     strategy: Literal["weighted", "priority"] = "weighted"
     timeout: TimeoutOverride | None = None
 
 
-class KeyConfig(Section):
+class KeyConfig(Section, frozen=True):
     name: NonEmpty
     key: NonEmpty | None = None
     sha256: Sha256Hex | None = None
     models: list[str] = msgspec.field(default_factory=lambda: ["*"])
 
 
-class LoggingConfig(Section):
+class LoggingConfig(Section, frozen=True):
     level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     json: bool = False
     file: str | None = None
@@ -89,12 +89,12 @@ class LoggingConfig(Section):
     log_bodies: bool = False
 
 
-class MetricsConfig(Section):
+class MetricsConfig(Section, frozen=True):
     enabled: bool = True
     path: Annotated[str, Meta(pattern=r"^/")] = "/metrics"
 
 
-class ProxyConfig(Section):
+class ProxyConfig(Section, frozen=True):
     server: ServerConfig = ServerConfig()
     upstreams: dict[str, UpstreamConfig] = {}
     models: dict[str, ModelConfig] = {}
@@ -117,9 +117,16 @@ def json_schema() -> dict[str, Any]:
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$")
 _UNITS = {
-    None: 1, "B": 1,
-    "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
-    "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40,
+    None: 1,
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
 }
 
 

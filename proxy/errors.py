@@ -1,21 +1,21 @@
 """One exception tree; each class knows its HTTP status and OpenAI error type/code.
 
-    ProxyError
-    ├── InvalidRequestError            400 invalid_request_error
-    │   └── UpstreamRejectedError      400 (the upstream's 400/422 message)
-    ├── AuthenticationError            401
-    ├── PermissionDeniedError          403
-    ├── ModelNotFoundError             404 model_not_found
-    ├── NotFoundError                  404 (unknown path)
-    ├── MethodNotAllowedError          405
-    ├── RequestTooLargeError           413
-    ├── RateLimitError                 429 rate_limit_exceeded
-    ├── UpstreamError                  502 upstream_error
-    │   └── UpstreamAuthError          502 upstream_auth_error
-    ├── ServiceUnavailableError        503
-    │   └── UpstreamNotConfiguredError 503 upstream_not_configured
-    ├── UpstreamTimeoutError           504 timeout
-    └── InternalError                  500
+ProxyError
+├── InvalidRequestError            400 invalid_request_error
+│   └── UpstreamRejectedError      400 (the upstream's 400/422 message)
+├── AuthenticationError            401
+├── PermissionDeniedError          403
+├── ModelNotFoundError             404 model_not_found
+├── NotFoundError                  404 (unknown path)
+├── MethodNotAllowedError          405
+├── RequestTooLargeError           413
+├── RateLimitError                 429 rate_limit_exceeded
+├── UpstreamError                  502 upstream_error
+│   └── UpstreamAuthError          502 upstream_auth_error
+├── ServiceUnavailableError        503
+│   └── UpstreamNotConfiguredError 503 upstream_not_configured
+├── UpstreamTimeoutError           504 timeout
+└── InternalError                  500
 """
 
 from __future__ import annotations

@@ -38,8 +38,14 @@ from proxy.relay import StreamContext, count_usage, relay_stream, rewrite_comple
 from proxy.routing.strategies import order_routes
 from proxy.upstreams.base import Upstream, UpstreamCall
 from proxy.upstreams.registry import build_upstream
-from proxy.wire import ChatCompletion, ChatCompletionChunk, ChatRequestHead, Model, ModelList
-from proxy.wire import decode_chat_head
+from proxy.wire import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatRequestHead,
+    Model,
+    ModelList,
+    decode_chat_head,
+)
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -195,7 +201,8 @@ class Gateway:
                     missing[route.upstream] = policy.unconfigured[route.upstream]
                 continue
             upstream_body = _upstream_body(body, head, resolved.upstream_model(route))
-            attempts.append(_Attempt(route, upstream, UpstreamCall(upstream_body, route.timeouts, request_id)))
+            call = UpstreamCall(upstream_body, route.timeouts, request_id)
+            attempts.append(_Attempt(route, upstream, call))
         if not attempts:
             if missing:
                 names = ", ".join(f"{var} (upstream '{up}')" for up, var in missing.items())
@@ -304,14 +311,11 @@ class Gateway:
 
     def health(self) -> dict[str, Any]:
         policy = self._policy
-        upstreams = {
-            name: {
-                "type": config.__struct_config__.tag,
-                "configured": name not in policy.unconfigured,
-                **({"missing_env": policy.unconfigured[name]} if name in policy.unconfigured else {}),
-            }
-            for name, config in policy.config.upstreams.items()
-        }
+        upstreams: dict[str, dict[str, Any]] = {}
+        for name, config in policy.config.upstreams.items():
+            upstreams[name] = {"type": config.__struct_config__.tag, "configured": True}
+            if name in policy.unconfigured:
+                upstreams[name].update(configured=False, missing_env=policy.unconfigured[name])
         routes = {
             route.label: {"upstream": route.upstream, "state": "closed"}
             for model in policy.models.values()
@@ -320,7 +324,11 @@ class Gateway:
         return {
             "status": "draining" if self.draining else ("ok" if self.started else "starting"),
             "ready": self.ready,
-            "policy": {"version": policy.version, "source": policy.source, "loaded_at": policy.loaded_at},
+            "policy": {
+                "version": policy.version,
+                "source": policy.source,
+                "loaded_at": policy.loaded_at,
+            },
             "upstreams": upstreams,
             "routes": routes,
         }

@@ -70,7 +70,8 @@ def load_file(path: str | Path, env: Mapping[str, str] | None = None) -> LoadedC
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(source, [Problem("", None, f"cannot read the file: {exc.strerror}")])
+        problem = Problem("", None, f"cannot read the file: {exc.strerror}")
+        raise ConfigError(source, [problem]) from None
     return load_text(text, source=source, env=env)
 
 
@@ -86,7 +87,7 @@ def load_text(
     problems: list[Problem] = []
     unconfigured: dict[str, str] = {}
     secrets: list[str] = []
-    data = _interpolate(data, (), environ, lines, problems, unconfigured, secrets)
+    data = _Interpolation(environ, lines, problems, unconfigured, secrets).walk(data, ())
     overridden = apply_env_overrides(data, environ)
     problems = _schema_problems(data, lines, problems)
     problems += _cross_field_problems(data, lines)
@@ -159,46 +160,48 @@ def _is_credential(path: KeyPath) -> bool:
     return len(path) >= 3 and path[0] == "upstreams" and path[2] in ("api_key", "headers")
 
 
-def _interpolate(
-    value: Any,
-    path: KeyPath,
-    env: Mapping[str, str],
-    lines: Mapping[KeyPath, int],
-    problems: list[Problem],
-    unconfigured: dict[str, str],
-    secrets: list[str],
-) -> Any:
-    if isinstance(value, dict):
-        args = (env, lines, problems, unconfigured, secrets)
-        return {k: _interpolate(v, (*path, k), *args) for k, v in value.items()}
-    if isinstance(value, list):
-        args = (env, lines, problems, unconfigured, secrets)
-        return [_interpolate(v, (*path, i), *args) for i, v in enumerate(value)]
-    if not isinstance(value, str) or "${" not in value:
+@dataclass
+class _Interpolation:
+    env: Mapping[str, str]
+    lines: Mapping[KeyPath, int]
+    problems: list[Problem]
+    unconfigured: dict[str, str]
+    secrets: list[str]
+
+    def walk(self, value: Any, path: KeyPath) -> Any:
+        if isinstance(value, dict):
+            return {k: self.walk(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.walk(v, (*path, i)) for i, v in enumerate(value)]
+        if isinstance(value, str) and "${" in value:
+            return self.expand(value, path)
         return value
-    missing: list[str] = []
 
-    def substitute(match: re.Match[str]) -> str:
-        name, default = match.group(1), match.group(2)
-        if name in env:
-            if _is_credential(path) or path[-1:] == ("key",):
-                secrets.append(env[name])
-            return env[name]
-        if default is not None:
-            return default
-        missing.append(name)
-        return ""
+    def expand(self, value: str, path: KeyPath) -> Any:
+        missing: list[str] = []
+        secret = _is_credential(path) or path[-1:] == ("key",)
 
-    result = _VAR.sub(substitute, value)
-    for name in missing:
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in self.env:
+                if secret:
+                    self.secrets.append(self.env[name])
+                return self.env[name]
+            if default is None:
+                missing.append(name)
+            return default or ""
+
+        result = _VAR.sub(substitute, value)
+        for name in missing:
+            self.report_missing(name, path)
+        return _retype(result) if _VAR.fullmatch(value) else result
+
+    def report_missing(self, name: str, path: KeyPath) -> None:
         if _is_credential(path):
-            unconfigured.setdefault(str(path[1]), name)
-        else:
-            message = f"environment variable {name} is not set (and no default is given)"
-            problems.append(Problem(format_path(path), line_of(lines, path), message))
-    if _VAR.fullmatch(value):
-        return _retype(result)
-    return result
+            self.unconfigured.setdefault(str(path[1]), name)
+            return
+        message = f"environment variable {name} is not set (and no default is given)"
+        self.problems.append(Problem(format_path(path), line_of(self.lines, path), message))
 
 
 def _retype(text: str) -> Any:
@@ -252,9 +255,10 @@ def _upstream_type_problems(data: dict[str, Any], lines: Mapping[KeyPath, int]) 
 
 def _explain(error: jsonschema.ValidationError) -> Iterator[tuple[KeyPath, str]]:
     path: KeyPath = tuple(error.absolute_path)
+    schema: dict[str, Any] = error.schema if isinstance(error.schema, dict) else {}
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = error.schema.get("properties", {})
-        if isinstance(error.schema.get("additionalProperties"), dict):
+        allowed = schema.get("properties", {})
+        if isinstance(schema.get("additionalProperties"), dict):
             yield path, error.message
             return
         for key in error.instance:
@@ -264,7 +268,7 @@ def _explain(error: jsonschema.ValidationError) -> Iterator[tuple[KeyPath, str]]
     elif error.validator == "required":
         yield path, error.message.replace("is a required property", "is required")
     elif error.validator in ("anyOf", "oneOf") and error.context:
-        not_null = [e for e in error.context if e.schema.get("type") != "null"]
+        not_null = [e for e in error.context if _schema_type(e) != "null"]
         best = jsonschema.exceptions.best_match(not_null or error.context)
         yield from _explain(best) if best is not None else [(path, error.message)]
     else:
@@ -295,13 +299,17 @@ def _cross_field_problems(data: dict[str, Any], lines: Mapping[KeyPath, int]) ->
     for index, key in enumerate(map(_mapping, keys)):
         if ("key" in key) == ("sha256" in key):
             add(("keys", index), "give exactly one of 'key' or 'sha256'")
-        name = key.get("name")
-        if isinstance(name, str) and name in seen:
-            add(("keys", index, "name"), f"duplicate key name '{name}'")
-        seen.add(str(name))
+        key_name = key.get("name")
+        if isinstance(key_name, str) and key_name in seen:
+            add(("keys", index, "name"), f"duplicate key name '{key_name}'")
+        seen.add(str(key_name))
     if data.get("auth") == "required" and not keys:
         add(("auth",), "auth is 'required' but no keys are configured")
     return problems
+
+
+def _schema_type(error: jsonschema.ValidationError) -> Any:
+    return error.schema.get("type") if isinstance(error.schema, dict) else None
 
 
 def _mapping(value: Any) -> dict[str, Any]:

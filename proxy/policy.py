@@ -149,11 +149,7 @@ def compile_policy(loaded: LoadedConfig) -> Policy:
     config = loaded.config
     models = {name: _compile_model(name, model, config) for name, model in config.models.items()}
     patterns = sorted(
-        (
-            _Pattern(*name.split("*", 1), policy=policy)
-            for name, policy in models.items()
-            if policy.is_pattern
-        ),
+        (_pattern(name, policy) for name, policy in models.items() if policy.is_pattern),
         key=lambda p: (len(p.prefix), len(p.suffix)),
         reverse=True,
     )
@@ -169,6 +165,11 @@ def compile_policy(loaded: LoadedConfig) -> Policy:
         keys=keys,
         max_body_bytes=parse_size(config.server.max_body_bytes),
     )
+
+
+def _pattern(name: str, policy: ModelPolicy) -> _Pattern:
+    prefix, _, suffix = name.partition("*")
+    return _Pattern(prefix, suffix, policy)
 
 
 def _compile_model(name: str, model: ModelConfig, config: ProxyConfig) -> ModelPolicy:

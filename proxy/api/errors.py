@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litestar import Request, Response
+from litestar import Response
 from litestar.exceptions import (
     HTTPException,
     MethodNotAllowedException,
@@ -11,7 +11,7 @@ from litestar.exceptions import (
 )
 from loguru import logger
 
-from proxy.api.request_id import request_id_of
+from proxy.api.request_id import AnyRequest, request_id_of
 from proxy.errors import (
     InternalError,
     InvalidRequestError,
@@ -22,7 +22,7 @@ from proxy.errors import (
 )
 
 
-def render(request: Request[object, object, object], error: ProxyError) -> Response[bytes]:
+def render(request: AnyRequest, error: ProxyError) -> Response[bytes]:
     headers = error.response_headers()
     headers["x-request-id"] = request_id_of(request)
     return Response(
@@ -30,27 +30,30 @@ def render(request: Request[object, object, object], error: ProxyError) -> Respo
     )
 
 
-def proxy_error(request: Request[object, object, object], exc: ProxyError) -> Response[bytes]:
+def proxy_error(request: AnyRequest, exc: ProxyError) -> Response[bytes]:
     return render(request, exc)
 
 
-def http_error(request: Request[object, object, object], exc: HTTPException) -> Response[bytes]:
+def http_error(request: AnyRequest, exc: HTTPException) -> Response[bytes]:
     return render(request, _translate(request, exc))
 
 
-def unexpected_error(request: Request[object, object, object], exc: Exception) -> Response[bytes]:
+def unexpected_error(request: AnyRequest, exc: Exception) -> Response[bytes]:
     logger.opt(exception=exc).error(
-        "unhandled error on {} {} request_id={}", request.method, request.url.path,
+        "unhandled error on {} {} request_id={}",
+        request.method,
+        request.url.path,
         request_id_of(request),
     )
     return render(request, InternalError("The proxy failed to handle the request."))
 
 
-def _translate(request: Request[object, object, object], exc: HTTPException) -> ProxyError:
+def _translate(request: AnyRequest, exc: HTTPException) -> ProxyError:
     if isinstance(exc, NotFoundException):
         return NotFoundError(f"Unknown path: {request.method} {request.url.path}")
     if isinstance(exc, MethodNotAllowedException):
-        return MethodNotAllowedError(f"Method {request.method} is not allowed on {request.url.path}.")
+        method, path = request.method, request.url.path
+        return MethodNotAllowedError(f"Method {method} is not allowed on {path}.")
     if exc.status_code == 413:
         return RequestTooLargeError("The request body is too large.")
     if isinstance(exc, ValidationException) or exc.status_code in (400, 422):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Any
 
 from litestar import Request
 
+AnyRequest = Request[Any, Any, Any]
 _SAFE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-def request_id_of(request: Request[object, object, object]) -> str:
+def request_id_of(request: AnyRequest) -> str:
     state = request.scope.setdefault("state", {})
     request_id: str | None = state.get("request_id")
     if request_id is None:

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, Response, get, post
+from litestar import Response, get, post
 from litestar.response import Stream
 
-from proxy.api.request_id import request_id_of
+from proxy.api.request_id import AnyRequest, request_id_of
 from proxy.api.sse import SSE_HEADERS, sse_frames
 from proxy.gateway import Gateway
 from proxy.wire import Model, ModelList
-
-AnyRequest = Request[Any, Any, Any]
 
 
 @post("/v1/chat/completions", status_code=200)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from traceback import format_exception
 from collections.abc import Iterable
+from traceback import format_exception
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -63,8 +63,12 @@ def configure_logging(config: LoggingConfig, redactor: Redactor) -> None:
             return "{extra[_json]}\n"
         trace = "{extra[_trace]}" if "_trace" in record["extra"] else ""
         return _TEXT_FORMAT + "\n" + trace
+
     common: dict[str, Any] = {
-        "level": config.level, "format": log_format, "backtrace": False, "diagnose": False,
+        "level": config.level,
+        "format": log_format,
+        "backtrace": False,
+        "diagnose": False,
     }
     logger.configure(patcher=patch)
     logger.add(sys.stderr, colorize=False if config.json else None, **common)

@@ -20,15 +20,24 @@ class Metrics:
             "llm_proxy_requests", "Chat requests answered", ["model", "route", "status"], registry=r
         )
         self.duration = Histogram(
-            "llm_proxy_request_duration_seconds", "Time from request to the end of the answer",
-            ["model", "route"], buckets=LATENCY_BUCKETS, registry=r,
+            "llm_proxy_request_duration_seconds",
+            "Time from request to the end of the answer",
+            ["model", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.first_token = Histogram(
-            "llm_proxy_time_to_first_token_seconds", "Time to the first streamed chunk",
-            ["model", "route"], buckets=FIRST_TOKEN_BUCKETS, registry=r,
+            "llm_proxy_time_to_first_token_seconds",
+            "Time to the first streamed chunk",
+            ["model", "route"],
+            buckets=FIRST_TOKEN_BUCKETS,
+            registry=r,
         )
         self.tokens = Counter(
-            "llm_proxy_tokens", "Tokens reported by upstreams", ["model", "route", "kind"], registry=r
+            "llm_proxy_tokens",
+            "Tokens reported by upstreams",
+            ["model", "route", "kind"],
+            registry=r,
         )
         self.upstream_errors = Counter(
             "llm_proxy_upstream_errors", "Failed upstream attempts", ["route", "reason"], registry=r
@@ -37,8 +46,11 @@ class Metrics:
             "llm_proxy_inflight_requests", "Chat requests in progress", registry=r
         )
         self.overhead = Histogram(
-            "llm_proxy_overhead_seconds", "Time spent in the proxy itself (total - upstream)",
-            ["model"], buckets=OVERHEAD_BUCKETS, registry=r,
+            "llm_proxy_overhead_seconds",
+            "Time spent in the proxy itself (total - upstream)",
+            ["model"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -50,9 +62,7 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def record(
-        self, model: str, route: str, status: int, duration: float, overhead: float
-    ) -> None:
+    def record(self, model: str, route: str, status: int, duration: float, overhead: float) -> None:
         self.child(self.requests, model, route, str(status)).inc()
         self.child(self.duration, model, route).observe(duration)
         self.child(self.overhead, model).observe(overhead)
