@@ -1,0 +1,67 @@
+"""Replies rewritten for the client: public model name, usage, malformed replies."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from proxy.errors import UpstreamError
+from proxy.gateway import _upstream_body
+from proxy.relay import rewrite_completion
+from proxy.upstreams.http import error_from_status, retry_after
+from proxy.wire import decode_chat_head
+
+
+def test_completion_gets_the_public_model_and_keeps_everything_else() -> None:
+    reply = (
+        b'{"id":"c","object":"chat.completion","created":1,"model":"up-1","choices":[],'
+        b'"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7},"extra":{"k":[1]}}'
+    )
+    body, usage = rewrite_completion(reply, "public", "up")
+    data = msgspec.json.decode(body)
+    assert data["model"] == "public" and data["extra"] == {"k": [1]}
+    assert usage["completion_tokens"] == 4
+
+
+@pytest.mark.parametrize("reply", [b"<html>", b"[]", b'{"id":"x"}'])
+def test_malformed_reply_is_an_upstream_error(reply: bytes) -> None:
+    with pytest.raises(UpstreamError):
+        rewrite_completion(reply, "public", "up")
+
+
+def test_body_passes_through_untouched_when_model_is_the_same() -> None:
+    body = b'{"model":"m", "messages":[{"role":"user","content":"x"}], "x_future": 1.5e300}'
+    assert _upstream_body(body, decode_chat_head(body), "m") is body
+
+
+def test_body_rewrites_only_model_and_asks_for_stream_usage() -> None:
+    body = (
+        b'{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,'
+        b'"x_future":{"a":[1,2]}}'
+    )
+    data = msgspec.json.decode(_upstream_body(body, decode_chat_head(body), "up-model"))
+    assert data["model"] == "up-model"
+    assert data["stream_options"] == {"include_usage": True}
+    assert data["x_future"] == {"a": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    ("status", "kind", "client_status"),
+    [(400, "UpstreamRejectedError", 400), (422, "UpstreamRejectedError", 400),
+     (401, "UpstreamAuthError", 502), (403, "UpstreamAuthError", 502),
+     (404, "UpstreamError", 502), (429, "RateLimitError", 429),
+     (500, "UpstreamError", 502), (503, "UpstreamError", 502)],
+)
+def test_upstream_statuses_map_to_client_errors(status: int, kind: str, client_status: int) -> None:
+    body = b'{"error":{"message":"Incorrect API key provided: sk-upstr****1234","code":"x"}}'
+    error = error_from_status("up", status, body, {})
+    assert type(error).__name__ == kind and error.status == client_status
+    if status in (401, 403):
+        assert "sk-" not in error.message
+
+
+def test_retry_after_prefers_milliseconds() -> None:
+    assert retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert retry_after({"retry-after": "3"}) == 3.0
+    assert retry_after({}) is None
+    assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
