@@ -66,7 +66,9 @@ def test_unset_credential_leaves_upstream_unconfigured_not_failing() -> None:
 
 def test_unset_variable_elsewhere_is_an_error_naming_it() -> None:
     found = problems_of(GOOD, env={"OPENAI_API_KEY": "x"})
-    assert found == ["20: keys[0].key: environment variable TEAM_A_KEY is not set (and no default is given)"]
+    assert found == [
+        "20: keys[0].key: environment variable TEAM_A_KEY is not set (and no default is given)"
+    ]
 
 
 BAD = """\
@@ -96,7 +98,8 @@ def test_every_problem_is_listed_with_key_path_and_line() -> None:
     assert "2: server.port: 'eighty' is not of type 'integer'" in found
     assert any(f.startswith("3: server.colour: unknown key 'colour'") for f in found)
     assert "6: upstreams.hf.type: unknown upstream type 'huggingfaec' (known: openai)" in found
-    assert "10: models.gpt-4o.routes[0].upstream: unknown upstream 'opnai' (known: openai, hf)" in found
+    unknown = "10: models.gpt-4o.routes[0].upstream: unknown upstream 'opnai' (known: openai, hf)"
+    assert unknown in found
     assert "12: models.empty.routes: [] should be non-empty" in found
     assert "13: models.a/*/b/*: a model pattern may contain one '*' only" in found
     assert "16: keys[0]: give exactly one of 'key' or 'sha256'" in found

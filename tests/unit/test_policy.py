@@ -10,19 +10,19 @@ from proxy.errors import AuthenticationError
 from proxy.loader import load_text
 from proxy.policy import ANONYMOUS, Policy, compile_policy
 
-POLICY = """\
+POLICY = f"""\
 upstreams:
-  a: {type: openai, base_url: "http://a/v1"}
-  b: {type: openai, base_url: "http://b/v1", timeout: {total: 50}}
+  a: {{type: openai, base_url: "http://a/v1"}}
+  b: {{type: openai, base_url: "http://b/v1", timeout: {{total: 50}}}}
 models:
-  gpt-4o: {routes: [{upstream: a}]}
-  "openai/*": {routes: [{upstream: a}]}
-  "openai/gpt-*": {routes: [{upstream: b}], timeout: {total: 9}}
-  "*-latest": {routes: [{upstream: b, model: fixed}]}
+  gpt-4o: {{routes: [{{upstream: a}}]}}
+  "openai/*": {{routes: [{{upstream: a}}]}}
+  "openai/gpt-*": {{routes: [{{upstream: b}}], timeout: {{total: 9}}}}
+  "*-latest": {{routes: [{{upstream: b, model: fixed}}]}}
 keys:
-  - {name: alpha, key: sk-alpha, models: ["gpt-4o", "openai/*"]}
-  - {name: beta, sha256: "%s"}
-""" % hashlib.sha256(b"sk-beta").hexdigest()
+  - {{name: alpha, key: sk-alpha, models: ["gpt-4o", "openai/*"]}}
+  - {{name: beta, sha256: "{hashlib.sha256(b"sk-beta").hexdigest()}"}}
+"""
 
 
 @pytest.fixture
