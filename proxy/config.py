@@ -59,13 +59,55 @@ class OpenAIUpstreamConfig(Section, frozen=True, tag_field="type", tag="openai")
     max_connections: Annotated[int, Meta(ge=1)] = 200
 
 
-UpstreamConfig = OpenAIUpstreamConfig
+class HuggingFaceUpstreamConfig(Section, frozen=True, tag_field="type", tag="huggingface"):
+    """HF endpoints. `api: chat` is OpenAI-compatible (the router, TGI's /v1); `text-generation`
+    is the classic task API (POST {base_url}/models/{model}); `tgi` is a TGI server's
+    /generate and /generate_stream. The last two apply `chat_template` to the messages."""
+
+    api: Literal["chat", "text-generation", "tgi"] = "text-generation"
+    base_url: NonEmpty | None = None  # default per api: see HF_DEFAULT_BASE_URLS
+    api_key: str | None = None
+    headers: dict[str, str] = {}
+    timeout: Timeouts = Timeouts()
+    max_connections: Annotated[int, Meta(ge=1)] = 200
+    chat_template: NonEmpty = "chatml"  # a preset name or a Jinja template string
+    wait_for_model: bool = True
+
+
+HF_DEFAULT_BASE_URLS = {
+    "chat": "https://router.huggingface.co/v1",
+    "text-generation": "https://router.huggingface.co/hf-inference",
+}
+
+
+class SpawnConfig(Section, frozen=True):
+    model: NonEmpty  # a local folder or a hub id
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    port: Port = 9000
+    max_batch_size: Annotated[int, Meta(ge=1)] = 8
+    max_queue: Annotated[int, Meta(ge=1)] = 64
+
+
+class LocalUpstreamConfig(Section, frozen=True, tag_field="type", tag="local"):
+    """A local transformers worker: one already running at `url`, or one the proxy starts
+    and supervises (`spawn`). Exactly one of the two."""
+
+    url: NonEmpty | None = None
+    spawn: SpawnConfig | None = None
+    api_key: str | None = None
+    headers: dict[str, str] = {}
+    timeout: Timeouts = Timeouts()
+    max_connections: Annotated[int, Meta(ge=1)] = 200
+
+
+UpstreamConfig = OpenAIUpstreamConfig | HuggingFaceUpstreamConfig | LocalUpstreamConfig
 
 
 class RouteConfig(Section, frozen=True):
     upstream: NonEmpty
     model: NonEmpty | None = None
     weight: Annotated[float, Meta(gt=0)] = 1
+    drop_params: list[str] = []  # fields this route cannot honour: dropped instead of a 400
 
 
 class ModelConfig(Section, frozen=True):
@@ -104,7 +146,10 @@ class ProxyConfig(Section, frozen=True):
     metrics: MetricsConfig = MetricsConfig()
 
 
-UPSTREAM_TYPES: tuple[str, ...] = ("openai",)
+UPSTREAM_TYPES: tuple[str, ...] = tuple(
+    str(kind.__struct_config__.tag)
+    for kind in (OpenAIUpstreamConfig, HuggingFaceUpstreamConfig, LocalUpstreamConfig)
+)
 
 
 def json_schema() -> dict[str, Any]:

@@ -34,7 +34,13 @@ from proxy.loader import LoadedConfig, load_dict, load_file
 from proxy.observability.logging import Redactor
 from proxy.observability.metrics import Metrics
 from proxy.policy import Caller, Policy, ResolvedModel, Route, compile_policy
-from proxy.relay import StreamContext, count_usage, relay_stream, rewrite_completion
+from proxy.relay import (
+    OpenStreams,
+    StreamContext,
+    count_usage,
+    relay_stream,
+    rewrite_completion,
+)
 from proxy.routing.strategies import order_routes
 from proxy.upstreams.base import Upstream, UpstreamCall
 from proxy.upstreams.registry import build_upstream
@@ -57,7 +63,7 @@ _chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
 class ChatResult:
     headers: dict[str, str]
     body: bytes | None = None  # a chat.completion
-    stream: AsyncIterator[bytes] | None = None  # chat.completion.chunk JSON payloads
+    stream: AsyncIterator[list[bytes]] | None = None  # chat.completion.chunk JSON, batched
 
 
 @dataclass(slots=True)
@@ -94,6 +100,7 @@ class Gateway:
         self.redactor = Redactor(self._policy.secrets)
         self._upstreams: dict[str, Upstream] = {}
         self._rng = random.Random()
+        self.open_streams = OpenStreams()
         self.started = False
         self.draining = False
 
@@ -116,6 +123,10 @@ class Gateway:
             if name not in policy.unconfigured:
                 self._upstreams[name] = build_upstream(name, config)
         self.started = True
+
+    def end_streams(self) -> int:
+        """End every stream still open with an in-band error (the drain time is over)."""
+        return self.open_streams.end_all()
 
     async def close(self) -> None:
         self.started = False
@@ -200,8 +211,9 @@ class Gateway:
                 if route.upstream in policy.unconfigured:
                     missing[route.upstream] = policy.unconfigured[route.upstream]
                 continue
-            upstream_body = _upstream_body(body, head, resolved.upstream_model(route))
-            call = UpstreamCall(upstream_body, route.timeouts, request_id)
+            model = resolved.upstream_model(route)
+            upstream_body = _upstream_body(body, head, model, route.drop_params)
+            call = UpstreamCall(upstream_body, model, route.timeouts, request_id, route.drop_params)
             attempts.append(_Attempt(route, upstream, call))
         if not attempts:
             if missing:
@@ -247,6 +259,8 @@ class Gateway:
             started = time.perf_counter()
             try:
                 first = await anext(events)
+                if not first:
+                    raise StopAsyncIteration
             except StopAsyncIteration:
                 exc: ProxyError = UpstreamError(
                     f"The upstream '{attempt.route.upstream}' sent an empty stream."
@@ -266,6 +280,7 @@ class Gateway:
                 max_seconds=self._policy.config.server.max_stream_seconds,
                 record=record,
                 metrics=self.metrics,
+                open_streams=self.open_streams,
             )
             headers = self._headers(record, attempt, resolved)
             return ChatResult(headers, stream=relay_stream(first, events, context))
@@ -364,19 +379,27 @@ class Gateway:
         return _completion_decoder.decode(result.body)
 
 
-async def _typed_chunks(payloads: AsyncIterator[bytes]) -> AsyncIterator[ChatCompletionChunk]:
-    async for payload in payloads:
-        yield _chunk_decoder.decode(payload)
+async def _typed_chunks(
+    batches: AsyncIterator[list[bytes]],
+) -> AsyncIterator[ChatCompletionChunk]:
+    async for batch in batches:
+        for payload in batch:
+            yield _chunk_decoder.decode(payload)
 
 
-def _upstream_body(body: bytes, head: ChatRequestHead, upstream_model: str) -> bytes:
-    """The client's body with only `model` rewritten (and usage asked for on streams)."""
+def _upstream_body(
+    body: bytes, head: ChatRequestHead, upstream_model: str, drop: frozenset[str] = frozenset()
+) -> bytes:
+    """The client's body with only `model` rewritten (usage asked for on streams, and the
+    fields the route is configured to drop removed)."""
     wants_usage = bool(head.stream_options and head.stream_options.include_usage)
     add_usage = bool(head.stream) and not wants_usage
-    if head.model == upstream_model and not add_usage:
+    if head.model == upstream_model and not add_usage and not drop:
         return body
     data = _decode(body)
     data["model"] = upstream_model
+    for name in drop:
+        data.pop(name, None)
     if add_usage:
         options = data.get("stream_options") or {}
         data["stream_options"] = {**options, "include_usage": True}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -268,9 +268,8 @@ def _explain(error: jsonschema.ValidationError) -> Iterator[tuple[KeyPath, str]]
     elif error.validator == "required":
         yield path, error.message.replace("is a required property", "is required")
     elif error.validator in ("anyOf", "oneOf") and error.context:
-        not_null = [e for e in error.context if _schema_type(e) != "null"]
-        best = jsonschema.exceptions.best_match(not_null or error.context)
-        yield from _explain(best) if best is not None else [(path, error.message)]
+        for inner in _union_errors(error):
+            yield from _explain(inner)
     else:
         yield path, f"{error.message}"
 
@@ -284,6 +283,13 @@ def _cross_field_problems(data: dict[str, Any], lines: Mapping[KeyPath, int]) ->
     def add(path: KeyPath, message: str) -> None:
         problems.append(Problem(format_path(path), line_of(lines, path), message))
 
+    _check_models(data, add)
+    _check_upstreams(data, add)
+    _check_keys(data, add)
+    return problems
+
+
+def _check_models(data: dict[str, Any], add: Callable[[KeyPath, str], None]) -> None:
     upstreams = list(_mapping(data.get("upstreams")))
     for name, model in _mapping(data.get("models")).items():
         if name.count("*") > 1:
@@ -294,6 +300,19 @@ def _cross_field_problems(data: dict[str, Any], lines: Mapping[KeyPath, int]) ->
                 known = ", ".join(upstreams) or "none defined"
                 message = f"unknown upstream '{upstream}' (known: {known})"
                 add(("models", name, "routes", index, "upstream"), message)
+
+
+def _check_upstreams(data: dict[str, Any], add: Callable[[KeyPath, str], None]) -> None:
+    for name, upstream in _mapping(data.get("upstreams")).items():
+        upstream = _mapping(upstream)
+        if upstream.get("type") == "local" and ("url" in upstream) == ("spawn" in upstream):
+            add(("upstreams", name), "a local upstream takes exactly one of 'url' or 'spawn'")
+        api = upstream.get("api", "text-generation")
+        if upstream.get("type") == "huggingface" and api == "tgi" and "base_url" not in upstream:
+            add(("upstreams", name, "base_url"), "api 'tgi' needs the TGI server's base_url")
+
+
+def _check_keys(data: dict[str, Any], add: Callable[[KeyPath, str], None]) -> None:
     keys = _sequence(data.get("keys"))
     seen: set[str] = set()
     for index, key in enumerate(map(_mapping, keys)):
@@ -305,7 +324,33 @@ def _cross_field_problems(data: dict[str, Any], lines: Mapping[KeyPath, int]) ->
         seen.add(str(key_name))
     if data.get("auth") == "required" and not keys:
         add(("auth",), "auth is 'required' but no keys are configured")
-    return problems
+
+
+def _union_errors(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """The errors worth showing for a value that matched no branch of a union."""
+    branch = _tagged_branch(error)
+    if branch:
+        return branch
+    context = error.context or []
+    not_null = [e for e in context if _schema_type(e) != "null"]
+    if len({e.relative_schema_path[0] for e in not_null}) == 1:
+        return not_null  # a nullable value: explain its one real branch fully
+    best = jsonschema.exceptions.best_match(not_null or context)
+    return [best] if best is not None else []
+
+
+def _tagged_branch(error: jsonschema.ValidationError) -> list[jsonschema.ValidationError]:
+    """For a tagged union, the errors of the branch the instance's tag selects."""
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    discriminator = schema.get("discriminator")
+    if not discriminator or not isinstance(error.instance, dict):
+        return []
+    ref = discriminator.get("mapping", {}).get(error.instance.get(discriminator["propertyName"]))
+    branches = [branch.get("$ref") for branch in schema.get(error.validator, [])]
+    if ref not in branches:
+        return []
+    index = branches.index(ref)
+    return [e for e in error.context or [] if e.relative_schema_path[0] == index]
 
 
 def _schema_type(error: jsonschema.ValidationError) -> Any:

@@ -27,6 +27,7 @@ class Route:
     weight: float
     label: str  # "<upstream>/<configured model or pattern>", for metrics
     timeouts: Timeouts
+    drop_params: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +187,8 @@ def _compile_model(name: str, model: ModelConfig, config: ProxyConfig) -> ModelP
                 total=override.total or base.total,
             )
         label = f"{route.upstream}/{route.model or name}"
-        routes.append(Route(route.upstream, route.model, route.weight, label, timeouts))
+        drop = frozenset(route.drop_params)
+        routes.append(Route(route.upstream, route.model, route.weight, label, timeouts, drop))
     return ModelPolicy(name, tuple(routes), model.strategy, "*" in name)
 
 

@@ -7,15 +7,16 @@ stream that ends without every choice finishing is a failure, never a silent tru
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from proxy.accounting import RequestRecord
-from proxy.errors import ProxyError, UpstreamError, UpstreamTimeoutError
+from proxy.errors import ProxyError, ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
 from proxy.observability.metrics import Metrics
 
 _decode = msgspec.json.Decoder().decode
@@ -48,6 +49,29 @@ def _decode_object(body: bytes, upstream: str) -> dict[str, Any]:
     return data
 
 
+class OpenStreams:
+    """The streams being relayed, so that a shutdown can end them in-band."""
+
+    def __init__(self) -> None:
+        self._streams: dict[asyncio.Task[Any], StreamContext] = {}
+
+    def add(self, task: asyncio.Task[Any], ctx: StreamContext) -> None:
+        self._streams[task] = ctx
+
+    def discard(self, task: asyncio.Task[Any]) -> None:
+        self._streams.pop(task, None)
+
+    def end_all(self) -> int:
+        """Interrupt every open stream; each then ends with an in-band error and [DONE]."""
+        for task, ctx in list(self._streams.items()):
+            ctx.ending = True
+            task.cancel()
+        return len(self._streams)
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+
 @dataclass(slots=True)
 class StreamContext:
     public_model: str
@@ -57,6 +81,8 @@ class StreamContext:
     max_seconds: float
     record: RequestRecord
     metrics: Metrics
+    open_streams: OpenStreams = field(default_factory=OpenStreams)
+    ending: bool = False
 
 
 class _ChunkRewriter:
@@ -87,47 +113,74 @@ class _ChunkRewriter:
                 del chunk["usage"]
         return _encode(chunk)
 
+    def batch(self, events: list[bytes]) -> list[bytes]:
+        return [p for p in map(self, events) if p is not None]
+
     @property
     def complete(self) -> bool:
         return len(self.finished) >= self.ctx.choices
 
 
 async def relay_stream(
-    first: bytes, events: AsyncIterator[bytes], ctx: StreamContext
-) -> AsyncIterator[bytes]:
-    """Chunk JSON for the client; a ProxyError raised here happened after the first byte."""
+    first: list[bytes], events: AsyncIterator[list[bytes]], ctx: StreamContext
+) -> AsyncIterator[list[bytes]]:
+    """Chunk JSON for the client, grouped as it arrived; a ProxyError raised here happened
+    after the first byte."""
+    task = asyncio.current_task()
+    if task is not None:
+        ctx.open_streams.add(task, ctx)
+    try:
+        async for payload in _relay(first, events, ctx):
+            yield payload
+    except ProxyError as exc:
+        _count_failure(ctx, exc)
+        raise
+    except asyncio.CancelledError:
+        if ctx.ending and task is not None and task.uncancel() == 0:
+            shutdown = ServiceUnavailableError("The proxy is shutting down; the stream was ended.")
+            _count_failure(ctx, shutdown)
+            raise shutdown from None
+        ctx.record.disconnected = True
+        raise
+    except BaseException:
+        ctx.record.disconnected = True
+        raise
+    finally:
+        if task is not None:
+            ctx.open_streams.discard(task)
+        await events.aclose()  # type: ignore[attr-defined]
+        ctx.record.finish(ctx.metrics)
+        ctx.metrics.inflight.dec()
+
+
+async def _relay(
+    first: list[bytes], events: AsyncIterator[list[bytes]], ctx: StreamContext
+) -> AsyncIterator[list[bytes]]:
     record = ctx.record
     rewrite = _ChunkRewriter(ctx)
     started = record.started
     clock = time.perf_counter
-    try:
-        payload = rewrite(first)
-        record.first_token = clock() - started
-        if payload is not None:
-            yield payload
-        while True:
-            waited = clock()
-            try:
-                event = await anext(events)
-            except StopAsyncIteration:
-                break
-            finally:
-                record.upstream_seconds += clock() - waited
-            payload = rewrite(event)
-            if payload is not None:
-                yield payload
-            if clock() - started > ctx.max_seconds:
-                raise UpstreamTimeoutError("The stream was open longer than the proxy allows.")
-        if not rewrite.complete:
-            raise UpstreamError(f"The upstream '{ctx.upstream}' ended the stream early.")
-    except ProxyError as exc:
-        record.error = exc.message
-        ctx.metrics.child(ctx.metrics.upstream_errors, record.route, exc.code or exc.type).inc()
-        raise
-    except BaseException:
-        record.disconnected = True
-        raise
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
-        record.finish(ctx.metrics)
-        ctx.metrics.inflight.dec()
+    batch = rewrite.batch(first)
+    record.first_token = clock() - started
+    if batch:
+        yield batch
+    while True:
+        waited = clock()
+        try:
+            received = await anext(events)
+        except StopAsyncIteration:
+            break
+        finally:
+            record.upstream_seconds += clock() - waited
+        batch = rewrite.batch(received)
+        if batch:
+            yield batch
+        if clock() - started > ctx.max_seconds:
+            raise UpstreamTimeoutError("The stream was open longer than the proxy allows.")
+    if not rewrite.complete:
+        raise UpstreamError(f"The upstream '{ctx.upstream}' ended the stream early.")
+
+
+def _count_failure(ctx: StreamContext, exc: ProxyError) -> None:
+    ctx.record.error = exc.message
+    ctx.metrics.child(ctx.metrics.upstream_errors, ctx.record.route, exc.code or exc.type).inc()

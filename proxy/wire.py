@@ -144,6 +144,8 @@ def decode_chat_head(body: bytes) -> ChatRequestHead:
         raise InvalidRequestError(_describe(str(exc)), param=_param_of(str(exc))) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequestError("The request body is nested too deeply.") from None
     if head.stream_options is not None and not head.stream:
         raise InvalidRequestError(
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",

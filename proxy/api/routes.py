@@ -54,7 +54,7 @@ async def health(gateway: Gateway) -> dict[str, Any]:
 
 
 def metrics_handler(path: str) -> Any:
-    @get(path, media_type="text/plain; version=0.0.4; charset=utf-8")
+    @get(path, media_type="text/plain; version=0.0.4")
     async def metrics(gateway: Gateway) -> bytes:
         return gateway.metrics.exposition()
 

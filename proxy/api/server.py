@@ -1,8 +1,18 @@
-"""Running the app under uvicorn (uvloop + httptools), one or several processes."""
+"""Running the app under uvicorn (uvloop + httptools), one or several processes.
+
+Shutdown (DESIGN.md): on SIGTERM readiness turns 503 at once; new connections are refused
+after a short grace; requests and streams in flight get until `server.drain_timeout` after
+the signal; streams still open then end with an in-band error and [DONE].
+"""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import socket
+import time
+from types import FrameType
 
 import uvicorn
 from loguru import logger
@@ -11,6 +21,51 @@ from proxy.api.app import create_app
 from proxy.gateway import Gateway
 from proxy.loader import LoadedConfig
 from proxy.observability.logging import configure_logging
+
+MAX_ACCEPT_GRACE = 2.0  # seconds between readiness 503 and refusing connections
+SHUTDOWN_SLACK = 3.0  # uvicorn cancels what is left this long after the in-band endings
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, gateway: Gateway, drain_timeout: float) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+        self.drain_timeout = drain_timeout
+        self.grace = min(MAX_ACCEPT_GRACE, drain_timeout)
+        self.drain_started: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and self.drain_started is None:
+            self.drain_started = time.monotonic()
+            self.gateway.draining = True
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        started = self.drain_started
+        if (
+            started is not None
+            and not self.should_exit
+            and time.monotonic() - started >= self.grace
+        ):
+            logger.info("draining: no new connections; in-flight requests may finish")
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.gateway.draining = True
+        started = self.drain_started or time.monotonic()
+        remaining = max(started + self.drain_timeout - time.monotonic(), 0.0)
+        ender = asyncio.get_running_loop().call_later(remaining, self._end_streams)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            ender.cancel()
+
+    def _end_streams(self) -> None:
+        ended = self.gateway.end_streams()
+        if ended:
+            logger.warning("drain time over: ended {} open stream(s) in-band", ended)
 
 
 def run(
@@ -40,12 +95,13 @@ def run(
         "access_log": False,
         "server_header": False,
         "lifespan": "on",
-        "timeout_graceful_shutdown": int(server.drain_timeout) or None,
+        "timeout_graceful_shutdown": int(server.drain_timeout + SHUTDOWN_SLACK),
     }
     logger.info("llm-proxy listening on http://{}:{} (policy {})", host, port, path)
     if workers > 1:
         os.environ["LLM_PROXY_CONFIG"] = os.path.abspath(path)
         uvicorn.run("proxy.api.app:app_from_environment", factory=True, workers=workers, **options)  # type: ignore[arg-type]
-    else:
-        uvicorn.run(create_app(gateway), **options)  # type: ignore[arg-type]
+        return 0
+    config = uvicorn.Config(create_app(gateway), **options)  # type: ignore[arg-type]
+    DrainingServer(config, gateway, server.drain_timeout).run()
     return 0

@@ -16,10 +16,11 @@ DONE = b"data: [DONE]\n\n"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-async def sse_frames(payloads: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def sse_frames(batches: AsyncIterator[list[bytes]]) -> AsyncIterator[bytes]:
+    """One write per batch: events that arrived together leave together."""
     try:
-        async for payload in payloads:
-            yield b"data: " + payload + b"\n\n"
+        async for batch in batches:
+            yield b"".join([b"data: " + payload + b"\n\n" for payload in batch])
     except ProxyError as exc:
         yield b"data: " + exc.body() + b"\n\n"
     except Exception:

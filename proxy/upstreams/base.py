@@ -11,9 +11,11 @@ from proxy.config import Timeouts
 
 @dataclass(slots=True)
 class UpstreamCall:
-    body: bytes  # the request body as the upstream should receive it
+    body: bytes  # the client's OpenAI body with `model` set to `model`
+    model: str  # the upstream's model id for this route
     timeouts: Timeouts
     request_id: str
+    drop_params: frozenset[str] = frozenset()  # fields this route ignores instead of a 400
 
 
 class Upstream(Protocol):
@@ -23,8 +25,9 @@ class Upstream(Protocol):
         """The upstream's chat.completion JSON; raise a ProxyError on any failure."""
         ...
 
-    def stream(self, call: UpstreamCall) -> AsyncIterator[bytes]:
-        """The `data:` payloads of the upstream's event stream, up to (not incl.) [DONE]."""
+    def stream(self, call: UpstreamCall) -> AsyncIterator[list[bytes]]:
+        """chat.completion.chunk JSON payloads, grouped as they arrived (one network read
+        each), up to but not including [DONE]; raise a ProxyError on any failure."""
         ...
 
     async def close(self) -> None: ...

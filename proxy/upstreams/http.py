@@ -131,8 +131,9 @@ def _openai_error_fields(body: bytes) -> tuple[str | None, str | None, str | Non
 
 async def read_events(
     response: aiohttp.ClientResponse, timeouts: Timeouts, started: float
-) -> AsyncIterator[bytes]:
-    """Event payloads from an SSE body, with first-token, idle and total deadlines."""
+) -> AsyncIterator[list[bytes]]:
+    """Event payloads from an SSE body, a list per network read, with first-token, idle and
+    total deadlines."""
     loop = asyncio.get_running_loop()
     total_deadline = started + timeouts.total
     deadline = min(total_deadline, started + timeouts.first_token)
@@ -146,7 +147,7 @@ async def read_events(
         events = decoder.feed(chunk)
         if events:
             deadline = min(total_deadline, loop.time() + timeouts.idle)
-            for event in events:
-                yield event
-    for event in decoder.flush():
-        yield event
+            yield events
+    events = decoder.flush()
+    if events:
+        yield events

@@ -47,7 +47,7 @@ class OpenAIUpstream:
                         raise error_from_status(self.name, response.status, body, response.headers)
                     return body
 
-    async def stream(self, call: UpstreamCall) -> AsyncIterator[bytes]:
+    async def stream(self, call: UpstreamCall) -> AsyncIterator[list[bytes]]:
         loop = asyncio.get_running_loop()
         started = loop.time()
         with translated_errors(self.name):
@@ -60,10 +60,15 @@ class OpenAIUpstream:
                 if not response.content_type.startswith("text/event-stream"):
                     message = f"The upstream '{self.name}' did not answer with an event stream."
                     raise UpstreamError(message)
-                async for event in read_events(response, call.timeouts, started):
-                    if event == b"[DONE]":
+                async for events in read_events(response, call.timeouts, started):
+                    if events[-1] == b"[DONE]":
+                        if len(events) > 1:
+                            yield events[:-1]
                         break
-                    yield event
+                    if b"[DONE]" in events:
+                        yield events[: events.index(b"[DONE]")]
+                        break
+                    yield events
             finally:
                 response.close()
 

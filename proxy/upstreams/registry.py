@@ -1,18 +1,28 @@
-"""Upstream config type -> adapter class. New kinds of upstream register here."""
+"""Upstream config type -> adapter class, imported only when an upstream of that type is used
+(the local worker's client must not cost the other kinds anything)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
 from typing import Any
 
-from proxy.config import OpenAIUpstreamConfig, UpstreamConfig
+from proxy.config import (
+    HuggingFaceUpstreamConfig,
+    LocalUpstreamConfig,
+    OpenAIUpstreamConfig,
+    UpstreamConfig,
+)
 from proxy.upstreams.base import Upstream
-from proxy.upstreams.openai import OpenAIUpstream
 
-ADAPTERS: dict[type[Any], Callable[[str, Any], Upstream]] = {
-    OpenAIUpstreamConfig: OpenAIUpstream,
+ADAPTERS: dict[type[Any], str] = {
+    OpenAIUpstreamConfig: "proxy.upstreams.openai:OpenAIUpstream",
+    HuggingFaceUpstreamConfig: "proxy.upstreams.huggingface:HuggingFaceUpstream",
+    LocalUpstreamConfig: "proxy.upstreams.local:LocalUpstream",
 }
 
 
 def build_upstream(name: str, config: UpstreamConfig) -> Upstream:
-    return ADAPTERS[type(config)](name, config)
+    module, _, attribute = ADAPTERS[type(config)].partition(":")
+    adapter: Any = getattr(importlib.import_module(module), attribute)
+    upstream: Upstream = adapter(name, config)
+    return upstream

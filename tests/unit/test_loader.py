@@ -97,7 +97,8 @@ def test_every_problem_is_listed_with_key_path_and_line() -> None:
     found = problems_of(BAD)
     assert "2: server.port: 'eighty' is not of type 'integer'" in found
     assert any(f.startswith("3: server.colour: unknown key 'colour'") for f in found)
-    assert "6: upstreams.hf.type: unknown upstream type 'huggingfaec' (known: openai)" in found
+    kinds = "(known: openai, huggingface, local)"
+    assert f"6: upstreams.hf.type: unknown upstream type 'huggingfaec' {kinds}" in found
     unknown = "10: models.gpt-4o.routes[0].upstream: unknown upstream 'opnai' (known: openai, hf)"
     assert unknown in found
     assert "12: models.empty.routes: [] should be non-empty" in found
@@ -107,6 +108,24 @@ def test_every_problem_is_listed_with_key_path_and_line() -> None:
     assert "17: keys[1].name: duplicate key name 'a'" in found
     assert any(f.startswith("18: logging.level: 'LOUD'") for f in found)
     assert len(found) == 10
+
+
+def test_upstream_kinds_are_checked_by_their_own_schema() -> None:
+    found = problems_of(
+        "upstreams:\n"
+        "  a: {type: local}\n"
+        "  b: {type: huggingface, api: tgi}\n"
+        "  c: {type: huggingface, api: chatty}\n"
+        "  d: {type: local, url: x, spawn: {device: tpu}}\n"
+    )
+    assert found == [
+        "2: upstreams.a: a local upstream takes exactly one of 'url' or 'spawn'",
+        "3: upstreams.b.base_url: api 'tgi' needs the TGI server's base_url",
+        "4: upstreams.c.api: 'chatty' is not one of ['chat', 'text-generation', 'tgi']",
+        "5: upstreams.d: a local upstream takes exactly one of 'url' or 'spawn'",
+        "5: upstreams.d.spawn: 'model' is required",
+        "5: upstreams.d.spawn.device: 'tpu' is not one of ['auto', 'cpu', 'cuda']",
+    ]
 
 
 def test_yaml_syntax_error_has_a_line() -> None:
