@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -31,6 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a policy file and show its routes")
     check.add_argument("path", nargs="?", help="policy file (default as for serve)")
     commands.add_parser("schema", help="print the JSON Schema of proxy.yaml")
+    worker = commands.add_parser(
+        "worker", help="serve a HuggingFace transformers model (needs the [local] extra)"
+    )
+    worker.add_argument("--model", required=True, help="a local folder or a hub id")
+    worker.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    worker.add_argument("--host", default="127.0.0.1")
+    worker.add_argument("--port", type=int, default=9000)
+    worker.add_argument("--max-batch-size", type=int, default=8)
+    worker.add_argument("--max-queue", type=int, default=64)
+    worker.add_argument("--api-key", help="require this bearer key (default: $WORKER_API_KEY)")
     return parser
 
 
@@ -43,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(json.dumps(json_schema(), indent=2))
         return 0
+    if args.command == "worker":
+        worker = importlib.import_module("proxy.worker.cli")  # imports torch: only here
+        return int(worker.run_worker(args))
     if args.command is None:
         args = build_parser().parse_args(["serve"])
     return serve(args)

@@ -121,7 +121,9 @@ class Gateway:
         policy = self._policy
         for name, config in policy.config.upstreams.items():
             if name not in policy.unconfigured:
-                self._upstreams[name] = build_upstream(name, config)
+                upstream = build_upstream(name, config)
+                await upstream.start()
+                self._upstreams[name] = upstream
         self.started = True
 
     def end_streams(self) -> int:

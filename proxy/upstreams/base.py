@@ -21,6 +21,11 @@ class UpstreamCall:
 class Upstream(Protocol):
     name: str
 
+    async def start(self) -> None:
+        """Called once in the server's lifespan, before the first request (e.g. to spawn and
+        supervise a worker process); most adapters do nothing."""
+        ...
+
     async def complete(self, call: UpstreamCall) -> bytes:
         """The upstream's chat.completion JSON; raise a ProxyError on any failure."""
         ...

@@ -37,6 +37,9 @@ class OpenAIUpstream:
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
 
+    async def start(self) -> None:
+        return None
+
     async def complete(self, call: UpstreamCall) -> bytes:
         loop = asyncio.get_running_loop()
         with translated_errors(self.name):
