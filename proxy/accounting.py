@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from loguru import logger
-
+from proxy.observability.access_log import AccessLog
 from proxy.observability.metrics import Metrics
 
 
@@ -27,7 +26,7 @@ class RequestRecord:
     error: str | None = None
     disconnected: bool = False
 
-    def finish(self, metrics: Metrics) -> None:
+    def finish(self, metrics: Metrics, log: AccessLog) -> None:
         duration = time.perf_counter() - self.started
         overhead = max(duration - self.upstream_seconds, 0.0)
         metrics.record(self.model, self.route, self.status, duration, overhead)
@@ -37,21 +36,30 @@ class RequestRecord:
             metrics.record_tokens(
                 self.model, self.route, self.prompt_tokens, self.completion_tokens
             )
-        logger.info(
-            "chat {status} model={model} route={route} key={key} attempts={attempts} "
-            "stream={stream} {ms:.1f}ms ttft={ttft} tokens={prompt}/{completion} "
-            "request_id={request_id}{error}",
-            status=self.status,
-            model=self.model,
-            route=self.route,
-            key=self.caller,
-            attempts=self.attempts,
-            stream=self.stream,
-            ms=duration * 1000,
-            ttft=f"{self.first_token * 1000:.1f}ms" if self.first_token is not None else "-",
-            prompt=self.prompt_tokens,
-            completion=self.completion_tokens,
-            request_id=self.request_id,
-            error=f" error={self.error!r}" if self.error else "",
-            disconnected=self.disconnected,
+        ms = duration * 1000
+        ttft = f"{self.first_token * 1000:.1f}ms" if self.first_token is not None else "-"
+        message = (
+            f"chat {self.status} model={self.model} route={self.route} key={self.caller} "
+            f"attempts={self.attempts} stream={self.stream} {ms:.1f}ms ttft={ttft} "
+            f"tokens={self.prompt_tokens}/{self.completion_tokens} request_id={self.request_id}"
+        )
+        if self.error:
+            message += f" error={self.error!r}"
+        log.write(
+            message,
+            {
+                "request_id": self.request_id,
+                "key": self.caller,
+                "model": self.model,
+                "route": self.route,
+                "status": self.status,
+                "attempts": self.attempts,
+                "stream": self.stream,
+                "duration_ms": round(ms, 2),
+                "ttft_ms": round(self.first_token * 1000, 2) if self.first_token else None,
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "disconnected": self.disconnected,
+                "error": self.error,
+            },
         )

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from random import getrandbits as _random_bits
 from types import TracebackType
 from typing import Any
 
@@ -31,6 +31,7 @@ from proxy.errors import (
     UpstreamRejectedError,
 )
 from proxy.loader import LoadedConfig, load_dict, load_file
+from proxy.observability.access_log import AccessLog
 from proxy.observability.logging import Redactor
 from proxy.observability.metrics import Metrics
 from proxy.policy import Caller, Policy, ResolvedModel, Route, compile_policy
@@ -38,7 +39,7 @@ from proxy.relay import (
     OpenStreams,
     StreamContext,
     count_usage,
-    relay_stream,
+    open_relay,
     rewrite_completion,
 )
 from proxy.routing.strategies import order_routes
@@ -90,7 +91,7 @@ class _Failures:
 
 
 def new_request_id() -> str:
-    return f"req_{uuid.uuid4().hex}"
+    return f"req_{_random_bits(128):032x}"  # unique, not secret: no need for os.urandom
 
 
 class Gateway:
@@ -98,6 +99,7 @@ class Gateway:
         self._policy = compile_policy(loaded)
         self.metrics = Metrics()
         self.redactor = Redactor(self._policy.secrets)
+        self.access_log = AccessLog(self._policy.config.logging, self.redactor)
         self._upstreams: dict[str, Upstream] = {}
         self._rng = random.Random()
         self.open_streams = OpenStreams()
@@ -173,7 +175,7 @@ class Gateway:
             raise
         finally:
             if not streaming:
-                record.finish(self.metrics)
+                record.finish(self.metrics, self.access_log)
                 self.metrics.inflight.dec()
 
     def _validate(self, policy: Policy, body: bytes) -> ChatRequestHead:
@@ -254,39 +256,44 @@ class Gateway:
         record: RequestRecord,
     ) -> ChatResult:
         failures = _Failures()
-        wants_usage = bool(head.stream_options and head.stream_options.include_usage)
         for attempt in attempts:
             self._begin(record, attempt)
+            context = self._stream_context(attempt, resolved, head, record)
             events = attempt.upstream.stream(attempt.call)
             started = time.perf_counter()
             try:
-                first = await anext(events)
+                first = await anext(events, None)
                 if not first:
-                    raise StopAsyncIteration
-            except StopAsyncIteration:
-                exc: ProxyError = UpstreamError(
-                    f"The upstream '{attempt.route.upstream}' sent an empty stream."
-                )
-                self._failed(record, failures, exc)
-                continue
+                    upstream = attempt.route.upstream
+                    raise UpstreamError(f"The upstream '{upstream}' sent an empty stream.")
+                stream = open_relay(first, events, context)
             except ProxyError as exc:
+                await events.aclose()  # type: ignore[attr-defined]
                 self._failed(record, failures, exc)
                 continue
             finally:
                 record.upstream_seconds += time.perf_counter() - started
-            context = StreamContext(
-                public_model=resolved.public,
-                upstream=attempt.route.upstream,
-                client_wants_usage=wants_usage,
-                choices=head.n or 1,
-                max_seconds=self._policy.config.server.max_stream_seconds,
-                record=record,
-                metrics=self.metrics,
-                open_streams=self.open_streams,
-            )
-            headers = self._headers(record, attempt, resolved)
-            return ChatResult(headers, stream=relay_stream(first, events, context))
+            return ChatResult(self._headers(record, attempt, resolved), stream=stream)
         raise failures.final()
+
+    def _stream_context(
+        self,
+        attempt: _Attempt,
+        resolved: ResolvedModel,
+        head: ChatRequestHead,
+        record: RequestRecord,
+    ) -> StreamContext:
+        return StreamContext(
+            public_model=resolved.public,
+            upstream=attempt.route.upstream,
+            client_wants_usage=bool(head.stream_options and head.stream_options.include_usage),
+            choices=head.n or 1,
+            max_seconds=self._policy.config.server.max_stream_seconds,
+            record=record,
+            metrics=self.metrics,
+            access_log=self.access_log,
+            open_streams=self.open_streams,
+        )
 
     def _begin(self, record: RequestRecord, attempt: _Attempt) -> None:
         record.attempts += 1

@@ -17,6 +17,7 @@ import msgspec
 
 from proxy.accounting import RequestRecord
 from proxy.errors import ProxyError, ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
+from proxy.observability.access_log import AccessLog
 from proxy.observability.metrics import Metrics
 
 _decode = msgspec.json.Decoder().decode
@@ -81,48 +82,113 @@ class StreamContext:
     max_seconds: float
     record: RequestRecord
     metrics: Metrics
+    access_log: AccessLog
     open_streams: OpenStreams = field(default_factory=OpenStreams)
     ending: bool = False
 
 
+class _ChoiceView(msgspec.Struct):
+    index: int = 0
+    finish_reason: str | None = None
+
+
+class _ChunkView(msgspec.Struct):
+    """What the proxy reads from a chunk; everything else is left as bytes."""
+
+    model: str | None = None
+    choices: list[_ChoiceView] | None = None
+    usage: dict[str, Any] | msgspec.UnsetType | None = msgspec.UNSET
+    error: Any = None
+
+
+_view_decoder = msgspec.json.Decoder(_ChunkView)
+
+
 class _ChunkRewriter:
-    __slots__ = ("ctx", "finished")
+    """Chunk bytes for the client: `model` swapped in place (a full decode and encode only
+    when the bytes are not in the usual form), finish reasons and usage noted."""
+
+    __slots__ = ("_public", "_upstream_model", "ctx", "finished")
 
     def __init__(self, ctx: StreamContext) -> None:
         self.ctx = ctx
         self.finished: set[int] = set()
+        self._public = b'"model":' + _encode(ctx.public_model)
+        self._upstream_model: tuple[str, bytes] | None = None
 
     def __call__(self, event: bytes) -> bytes | None:
         ctx = self.ctx
-        chunk = _decode_object(event, ctx.upstream)
-        if chunk.get("error"):
+        try:
+            view = _view_decoder.decode(event)
+        except msgspec.DecodeError:
+            raise UpstreamError(
+                f"The upstream '{ctx.upstream}' sent a chunk that is not JSON."
+            ) from None
+        except msgspec.ValidationError:
+            return self._slow(event)
+        if view.error:
             raise UpstreamError(f"The upstream '{ctx.upstream}' failed during the stream.")
-        chunk["model"] = ctx.public_model
-        choices = chunk.get("choices")
-        if choices:
-            for choice in choices:
-                if isinstance(choice, dict) and choice.get("finish_reason"):
-                    self.finished.add(choice.get("index", 0))
-        if "usage" in chunk:
-            usage = chunk["usage"]
-            if usage:
-                count_usage(ctx.record, usage)
-            if not ctx.client_wants_usage:
-                if not choices:
-                    return None
-                del chunk["usage"]
+        for choice in view.choices or ():
+            if choice.finish_reason:
+                self.finished.add(choice.index)
+        if view.usage is not msgspec.UNSET and view.usage:
+            count_usage(ctx.record, view.usage)
+            if not ctx.client_wants_usage and not view.choices:
+                return None  # the usage chunk the proxy asked for, not the client
+        if view.model is None:
+            return self._slow(event)
+        return self._swap_model(event, view.model)
+
+    def _swap_model(self, event: bytes, model: str) -> bytes:
+        cached = self._upstream_model
+        if cached is None or cached[0] != model:
+            cached = self._upstream_model = (model, b'"model":' + _encode(model))
+        position = event.find(cached[1])
+        if position < 0:
+            return self._slow(event)
+        return event[:position] + self._public + event[position + len(cached[1]) :]
+
+    def _slow(self, event: bytes) -> bytes:
+        chunk = _decode_object(event, self.ctx.upstream)
+        chunk["model"] = self.ctx.public_model
         return _encode(chunk)
 
-    def batch(self, events: list[bytes]) -> list[bytes]:
-        return [p for p in map(self, events) if p is not None]
+    def batch(self, events: list[bytes]) -> tuple[list[bytes], ProxyError | None]:
+        """The rewritten chunks, and the failure that stopped the batch (the chunks before
+        it still reach the client)."""
+        out: list[bytes] = []
+        for event in events:
+            try:
+                payload = self(event)
+            except ProxyError as exc:
+                return out, exc
+            if payload is not None:
+                out.append(payload)
+        return out, None
 
     @property
     def complete(self) -> bool:
         return len(self.finished) >= self.ctx.choices
 
 
-async def relay_stream(
+def open_relay(
     first: list[bytes], events: AsyncIterator[list[bytes]], ctx: StreamContext
+) -> AsyncIterator[list[bytes]]:
+    """The client's stream, from the upstream's first batch on. Raises (before anything is
+    sent) when the first batch is only a failure, so the attempt can fail over."""
+    rewrite = _ChunkRewriter(ctx)
+    batch, failure = rewrite.batch(first)
+    if failure is not None and not batch:
+        raise failure
+    return relay_stream(batch, failure, rewrite, events, ctx)
+
+
+async def relay_stream(
+    first: list[bytes],
+    failure: ProxyError | None,
+    rewrite: _ChunkRewriter,
+    events: AsyncIterator[list[bytes]],
+    ctx: StreamContext,
 ) -> AsyncIterator[list[bytes]]:
     """Chunk JSON for the client, grouped as it arrived; a ProxyError raised here happened
     after the first byte."""
@@ -130,7 +196,7 @@ async def relay_stream(
     if task is not None:
         ctx.open_streams.add(task, ctx)
     try:
-        async for payload in _relay(first, events, ctx):
+        async for payload in _relay(first, failure, rewrite, events, ctx):
             yield payload
     except ProxyError as exc:
         _count_failure(ctx, exc)
@@ -149,21 +215,24 @@ async def relay_stream(
         if task is not None:
             ctx.open_streams.discard(task)
         await events.aclose()  # type: ignore[attr-defined]
-        ctx.record.finish(ctx.metrics)
+        ctx.record.finish(ctx.metrics, ctx.access_log)
         ctx.metrics.inflight.dec()
 
 
 async def _relay(
-    first: list[bytes], events: AsyncIterator[list[bytes]], ctx: StreamContext
+    first: list[bytes],
+    failure: ProxyError | None,
+    rewrite: _ChunkRewriter,
+    events: AsyncIterator[list[bytes]],
+    ctx: StreamContext,
 ) -> AsyncIterator[list[bytes]]:
     record = ctx.record
-    rewrite = _ChunkRewriter(ctx)
     started = record.started
     clock = time.perf_counter
-    batch = rewrite.batch(first)
     record.first_token = clock() - started
-    if batch:
-        yield batch
+    yield first
+    if failure is not None:
+        raise failure
     while True:
         waited = clock()
         try:
@@ -172,9 +241,11 @@ async def _relay(
             break
         finally:
             record.upstream_seconds += clock() - waited
-        batch = rewrite.batch(received)
+        batch, failure = rewrite.batch(received)
         if batch:
             yield batch
+        if failure is not None:
+            raise failure
         if clock() - started > ctx.max_seconds:
             raise UpstreamTimeoutError("The stream was open longer than the proxy allows.")
     if not rewrite.complete:

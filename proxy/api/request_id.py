@@ -1,22 +1,37 @@
-"""The request id: the client's `x-request-id` when sent (bounded), else a new one."""
+"""Request headers the handlers need, read in one pass over the raw ASGI headers (Litestar's
+`request.headers` parses them all), and the request id: the client's `x-request-id` when
+sent (bounded, safe characters), else a new one."""
 
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from litestar import Request
 
+from proxy.gateway import new_request_id
+
 AnyRequest = Request[Any, Any, Any]
 _SAFE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def read_headers(request: AnyRequest) -> tuple[str | None, str]:
+    """(Authorization, request id) for this request."""
+    authorization = None
+    sent = None
+    for name, value in request.scope["headers"]:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"x-request-id":
+            sent = value.decode("latin-1")
+    request_id = sent if sent and _SAFE.match(sent) else new_request_id()
+    request.scope.setdefault("state", {})["request_id"] = request_id
+    return authorization, request_id
 
 
 def request_id_of(request: AnyRequest) -> str:
     state = request.scope.setdefault("state", {})
     request_id: str | None = state.get("request_id")
     if request_id is None:
-        sent = request.headers.get("x-request-id")
-        request_id = sent if sent and _SAFE.match(sent) else f"req_{uuid.uuid4().hex}"
-        state["request_id"] = request_id
+        request_id = read_headers(request)[1]
     return request_id

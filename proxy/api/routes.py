@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Response, get, post
 from litestar.response import Stream
 
-from proxy.api.request_id import AnyRequest, request_id_of
+from proxy.api.request_id import AnyRequest, read_headers
 from proxy.api.sse import SSE_HEADERS, sse_frames
 from proxy.gateway import Gateway
 from proxy.wire import Model, ModelList
@@ -15,9 +15,9 @@ from proxy.wire import Model, ModelList
 
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: AnyRequest, gateway: Gateway) -> Response[Any]:
+    authorization, request_id = read_headers(request)
     body = await request.body()
-    request_id = request_id_of(request)
-    result = await gateway.handle_chat(body, request.headers.get("authorization"), request_id)
+    result = await gateway.handle_chat(body, authorization, request_id)
     headers = {**result.headers, "x-request-id": request_id}
     if result.stream is not None:
         headers.update(SSE_HEADERS)

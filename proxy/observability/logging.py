@@ -74,7 +74,10 @@ def configure_logging(config: LoggingConfig, redactor: Redactor) -> None:
     logger.add(sys.stderr, colorize=False if config.json else None, **common)
     if config.file:
         logger.add(config.file, rotation="50 MB", retention=5, colorize=False, **common)
-    logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)
+    # The standard library's level follows ours: a lower root level would switch on
+    # libraries' trace paths (uvicorn wraps the app in a per-message logger below TRACE).
+    std_level = logging.getLevelName("DEBUG" if config.level == "TRACE" else config.level)
+    logging.basicConfig(handlers=[_InterceptHandler()], level=std_level, force=True)
     for name in ("uvicorn", "uvicorn.error", "aiohttp", "asyncio", "litestar", "httpx"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True

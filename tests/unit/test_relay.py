@@ -65,3 +65,61 @@ def test_retry_after_prefers_milliseconds() -> None:
     assert retry_after({"retry-after": "3"}) == 3.0
     assert retry_after({}) is None
     assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
+
+
+def _rewriter(client_wants_usage: bool = False) -> object:
+    from proxy.accounting import RequestRecord
+    from proxy.config import LoggingConfig
+    from proxy.observability.access_log import AccessLog
+    from proxy.observability.logging import Redactor
+    from proxy.observability.metrics import Metrics
+    from proxy.relay import StreamContext, _ChunkRewriter
+
+    ctx = StreamContext(
+        public_model="public/model",
+        upstream="up",
+        client_wants_usage=client_wants_usage,
+        choices=1,
+        max_seconds=60,
+        record=RequestRecord("r", 0.0),
+        metrics=Metrics(),
+        access_log=AccessLog(LoggingConfig(), Redactor()),
+    )
+    return _ChunkRewriter(ctx)
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        b'{"id":"c","object":"chat.completion.chunk","created":1,"model":"up-1",'
+        b'"choices":[{"index":0,"delta":{"content":"\\"model\\":\\"up-1\\""}}]}',
+        b'{"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "up-1", '
+        b'"choices": [{"index": 0, "delta": {"content": "hi"}}]}',
+        b'{"id":"c","meta":{"model":"other"},"model":"up-1","choices":[]}',
+    ],
+)
+def test_chunk_model_is_replaced_and_nothing_else(chunk: bytes) -> None:
+    rewrite = _rewriter()
+    out = rewrite(chunk)  # type: ignore[operator]
+    original, rewritten = msgspec.json.decode(chunk), msgspec.json.decode(out)
+    assert rewritten.pop("model") == "public/model"
+    original.pop("model")
+    assert rewritten == original
+
+
+def test_finish_reasons_and_usage_are_noted_and_usage_chunk_dropped_unless_asked() -> None:
+    finish = b'{"id":"c","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'
+    usage = b'{"id":"c","model":"m","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7}}'
+    quiet, asked = _rewriter(), _rewriter(client_wants_usage=True)
+    for rewrite in (quiet, asked):
+        rewrite(finish)  # type: ignore[operator]
+        assert rewrite.complete  # type: ignore[attr-defined]
+    assert quiet(usage) is None  # type: ignore[operator]
+    assert msgspec.json.decode(asked(usage))["usage"]["completion_tokens"] == 7  # type: ignore[operator]
+    assert quiet.ctx.record.completion_tokens == 7  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("chunk", [b"not json", b'{"error":{"message":"boom"}}'])
+def test_bad_or_error_chunks_raise(chunk: bytes) -> None:
+    with pytest.raises(UpstreamError):
+        _rewriter()(chunk)  # type: ignore[operator]

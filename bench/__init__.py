@@ -1,0 +1,1 @@
+"""llm-proxy benchmark harness: `python bench/run.py` (see README.md)."""
