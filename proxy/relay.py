@@ -24,13 +24,31 @@ _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
 
+class _CompletionView(msgspec.Struct):
+    choices: list[Any]
+    model: str | None = None
+    usage: dict[str, Any] | None = None
+
+
+_completion_view = msgspec.json.Decoder(_CompletionView)
+
+
 def rewrite_completion(body: bytes, public_model: str, upstream: str) -> tuple[bytes, Any]:
-    """The client's JSON reply and the upstream's `usage` (or None)."""
+    """The client's JSON reply (`model` swapped in place) and the upstream's `usage`."""
+    try:
+        view = _completion_view.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        _decode_object(body, upstream)  # not JSON, or not an object: say which
+        raise UpstreamError(f"The upstream '{upstream}' sent a reply without choices.") from None
+    if view.model is not None:
+        current = b'"model":' + _encode(view.model)
+        position = body.find(current)
+        if position >= 0:
+            replaced = b'"model":' + _encode(public_model)
+            return body[:position] + replaced + body[position + len(current) :], view.usage
     data = _decode_object(body, upstream)
-    if not isinstance(data.get("choices"), list):
-        raise UpstreamError(f"The upstream '{upstream}' sent a reply without choices.")
     data["model"] = public_model
-    return _encode(data), data.get("usage")
+    return _encode(data), view.usage
 
 
 def count_usage(record: RequestRecord, usage: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
@@ -57,6 +58,7 @@ def translated_errors(upstream: str) -> Iterator[None]:
         raise UpstreamError(message) from None
 
 
+@functools.lru_cache(maxsize=256)
 def client_timeout(timeouts: Timeouts) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect)
 
