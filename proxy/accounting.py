@@ -20,6 +20,7 @@ class RequestRecord:
     attempts: int = 0
     stream: bool = False
     upstream_seconds: float = 0.0
+    waited: float = 0.0  # retry backoff and waits for parked routes
     first_token: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -28,7 +29,7 @@ class RequestRecord:
 
     def finish(self, metrics: Metrics, log: AccessLog) -> None:
         duration = time.perf_counter() - self.started
-        overhead = max(duration - self.upstream_seconds, 0.0)
+        overhead = max(duration - self.upstream_seconds - self.waited, 0.0)
         metrics.record(self.model, self.route, self.status, duration, overhead)
         if self.first_token is not None:
             metrics.child(metrics.first_token, self.model, self.route).observe(self.first_token)

@@ -29,6 +29,7 @@ class ServerConfig(Section, frozen=True):
     host: str = "0.0.0.0"
     port: Port = 8080
     workers: Annotated[int, Meta(ge=1, le=64)] = 1
+    reload: bool = True  # watch the policy file (its directory) and apply changes live
     drain_timeout: Annotated[float, Meta(ge=0)] = 30
     max_body_bytes: Size = "10MiB"
     max_header_bytes: Size = "64KiB"
@@ -112,8 +113,44 @@ class RouteConfig(Section, frozen=True):
 
 class ModelConfig(Section, frozen=True):
     routes: Annotated[list[RouteConfig], Meta(min_length=1)]
-    strategy: Literal["weighted", "priority"] = "weighted"
+    strategy: Literal["weighted", "priority", "least-busy", "latency"] = "weighted"
+    fallbacks: list[NonEmpty] = []  # other public models, tried in order when every route failed
     timeout: TimeoutOverride | None = None
+
+
+class RuleMatch(Section, frozen=True):
+    model: NonEmpty | None = None  # a glob over the model the client sent
+    header: dict[str, str] | None = None  # request headers, values compared exactly
+    key: NonEmpty | None = None  # the client key's name
+    min_prompt_tokens: Annotated[int, Meta(ge=0)] | None = None  # estimated prompt size
+    tools: bool | None = None
+    stream: bool | None = None
+
+
+class RuleConfig(Section, frozen=True):
+    when: RuleMatch
+    use: NonEmpty  # the public model the request goes to instead
+
+
+RetryOn = Annotated[int, Meta(ge=400, le=599)] | Literal["timeout", "connect"]
+
+
+class RetryConfig(Section, frozen=True):
+    attempts: Annotated[int, Meta(ge=1, le=20)] = 3  # calls per route, the first included
+    initial_delay: Annotated[float, Meta(ge=0)] = 1.0
+    max_delay: Annotated[float, Meta(ge=0)] = 60.0
+    on: list[RetryOn] = msgspec.field(
+        default_factory=lambda: [429, 500, 502, 503, 504, "timeout", "connect"]
+    )
+    deadline: Seconds = 300  # the whole chain, until the first byte reaches the client
+
+
+class BreakerConfig(Section, frozen=True):
+    failures: Annotated[int, Meta(ge=1)] = 5
+    window: Seconds = 30
+    cooldown: Seconds = 30
+    max_cooldown: Seconds = 300
+    auth_cooldown: Seconds = 300
 
 
 class KeyConfig(Section, frozen=True):
@@ -140,8 +177,11 @@ class ProxyConfig(Section, frozen=True):
     server: ServerConfig = ServerConfig()
     upstreams: dict[str, UpstreamConfig] = {}
     models: dict[str, ModelConfig] = {}
+    rules: list[RuleConfig] = []
     keys: list[KeyConfig] = []
     auth: Literal["optional", "required"] = "optional"
+    retry: RetryConfig = RetryConfig()
+    circuit_breaker: BreakerConfig = BreakerConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
 
@@ -158,6 +198,29 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "llm-proxy policy (proxy.yaml)"
     return schema
+
+
+def match_pattern(pattern: str, name: str) -> str | None:
+    """What the one `*` of a model pattern matched in `name` (non-empty), else None."""
+    prefix, _, suffix = pattern.partition("*")
+    inner = len(name) - len(prefix) - len(suffix)
+    if inner > 0 and name.startswith(prefix) and name.endswith(suffix):
+        return name[len(prefix) : len(name) - len(suffix)]
+    return None
+
+
+def resolve_name(models: dict[str, Any], name: str) -> str | None:
+    """The configured model (exact name, else the pattern with the longest literal prefix)
+    that serves `name`."""
+    if name in models:
+        return name
+    patterns = sorted((p for p in models if "*" in p), key=_pattern_rank, reverse=True)
+    return next((p for p in patterns if match_pattern(p, name) is not None), None)
+
+
+def _pattern_rank(pattern: str) -> tuple[int, int]:
+    prefix, _, suffix = pattern.partition("*")
+    return len(prefix), len(suffix)
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$")

@@ -50,6 +50,7 @@ class ProxyError(Exception):
         code: str | None = None,
         retry_after: float | None = None,
         headers: dict[str, str] | None = None,
+        cause: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -58,6 +59,9 @@ class ProxyError(Exception):
             self.code = code
         self.retry_after = retry_after
         self.headers = headers or {}
+        # for an upstream failure: the upstream's HTTP status, "timeout" or "connect",
+        # matched against `retry.on`
+        self.cause = cause
 
     def envelope(self) -> ErrorEnvelope:
         return ErrorEnvelope(ErrorBody(self.message, self.type, self.param, self.code))

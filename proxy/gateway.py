@@ -1,16 +1,17 @@
 """The request pipeline, and the in-process API for programs that embed the proxy.
 
-auth -> validate -> allow-list -> resolve model -> order routes -> attempt (fail over
-before the first byte) -> relay -> account. The HTTP layer is a thin shell over
-`Gateway.handle_chat`; `Gateway.chat` is the same pipeline with typed results.
+auth -> validate -> allow-list (the name the client sent) -> rules -> resolve model ->
+dispatch over routes and fallbacks (retries, parking, failover before the first byte) ->
+relay -> account. The HTTP layer is a thin shell over `Gateway.handle_chat`;
+`Gateway.chat` is the same pipeline with typed results.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from random import getrandbits as _random_bits
 from types import TracebackType
@@ -23,28 +24,21 @@ from proxy.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     PermissionDeniedError,
-    ProxyError,
-    RateLimitError,
     RequestTooLargeError,
     UpstreamError,
     UpstreamNotConfiguredError,
-    UpstreamRejectedError,
 )
 from proxy.loader import LoadedConfig, load_dict, load_file
 from proxy.observability.access_log import AccessLog
 from proxy.observability.logging import Redactor
 from proxy.observability.metrics import Metrics
 from proxy.policy import Caller, Policy, ResolvedModel, Route, compile_policy
-from proxy.relay import (
-    OpenStreams,
-    StreamContext,
-    count_usage,
-    open_relay,
-    rewrite_completion,
-)
-from proxy.routing.strategies import order_routes
-from proxy.upstreams.base import Upstream, UpstreamCall
-from proxy.upstreams.registry import build_upstream
+from proxy.relay import OpenStreams, StreamContext, count_usage, open_relay, rewrite_completion
+from proxy.routing.dispatch import Attempt, Dispatcher, Plan
+from proxy.routing.health import HealthBoard
+from proxy.routing.rules import apply_rules
+from proxy.upstreams.base import UpstreamCall
+from proxy.upstreams.pool import UpstreamPool
 from proxy.wire import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -58,6 +52,7 @@ _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 _completion_decoder = msgspec.json.Decoder(ChatCompletion)
 _chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
+_NO_HEADERS: Mapping[str, str] = {}
 
 
 @dataclass(slots=True)
@@ -67,29 +62,6 @@ class ChatResult:
     stream: AsyncIterator[list[bytes]] | None = None  # chat.completion.chunk JSON, batched
 
 
-@dataclass(slots=True)
-class _Attempt:
-    route: Route
-    upstream: Upstream
-    call: UpstreamCall
-
-
-@dataclass
-class _Failures:
-    errors: list[ProxyError] = field(default_factory=list)
-
-    def final(self) -> ProxyError:
-        """The most meaningful error once every route has failed."""
-        if self.errors and all(isinstance(e, RateLimitError) for e in self.errors):
-            waits = [e.retry_after for e in self.errors if e.retry_after is not None]
-            return RateLimitError(
-                "Every upstream of this model is rate limited; try again later.",
-                retry_after=min(waits) if waits else None,
-            )
-        non_rate = [e for e in self.errors if not isinstance(e, RateLimitError)]
-        return non_rate[-1] if non_rate else UpstreamError("No upstream could serve the request.")
-
-
 def new_request_id() -> str:
     return f"req_{_random_bits(128):032x}"  # unique, not secret: no need for os.urandom
 
@@ -97,14 +69,19 @@ def new_request_id() -> str:
 class Gateway:
     def __init__(self, loaded: LoadedConfig) -> None:
         self._policy = compile_policy(loaded)
+        config = self._policy.config
         self.metrics = Metrics()
         self.redactor = Redactor(self._policy.secrets)
-        self.access_log = AccessLog(self._policy.config.logging, self.redactor)
-        self._upstreams: dict[str, Upstream] = {}
+        self.access_log = AccessLog(config.logging, self.redactor)
+        self.board = HealthBoard(config.circuit_breaker)
+        self.metrics.watch_routes(self._route_states)
         self._rng = random.Random()
+        self.dispatcher = Dispatcher(config.retry, self.board, self.metrics, self._rng)
+        self.upstreams = UpstreamPool()
         self.open_streams = OpenStreams()
         self.started = False
         self.draining = False
+        self.last_reload: dict[str, Any] | None = None
 
     @classmethod
     def from_file(cls, path: str | Path, env: Mapping[str, str] | None = None) -> Gateway:
@@ -121,12 +98,22 @@ class Gateway:
     async def start(self) -> None:
         """Build one pooled client per configured upstream (needs the running loop)."""
         policy = self._policy
-        for name, config in policy.config.upstreams.items():
-            if name not in policy.unconfigured:
-                upstream = build_upstream(name, config)
-                await upstream.start()
-                self._upstreams[name] = upstream
+        await self.upstreams.update(policy.config.upstreams, policy.unconfigured)
         self.started = True
+
+    async def apply(self, loaded: LoadedConfig) -> None:
+        """Swap in a new policy: requests in flight finish on the one they started with;
+        unchanged upstream clients and the health of surviving routes carry over."""
+        policy = compile_policy(loaded)
+        config = policy.config
+        if self.started:
+            await self.upstreams.update(config.upstreams, policy.unconfigured)
+        labels = {route.label for model in policy.models.values() for route in model.routes}
+        self.board.reconfigure(config.circuit_breaker, labels)
+        self.dispatcher = Dispatcher(config.retry, self.board, self.metrics, self._rng)
+        self.redactor.update(policy.secrets)
+        self.access_log = AccessLog(config.logging, self.redactor)
+        self._policy = policy
 
     def end_streams(self) -> int:
         """End every stream still open with an in-band error (the drain time is over)."""
@@ -134,9 +121,7 @@ class Gateway:
 
     async def close(self) -> None:
         self.started = False
-        for upstream in self._upstreams.values():
-            await upstream.close()
-        self._upstreams.clear()
+        await self.upstreams.close()
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -150,7 +135,11 @@ class Gateway:
     # -- the pipeline ---------------------------------------------------------------------
 
     async def handle_chat(
-        self, body: bytes, authorization: str | None, request_id: str
+        self,
+        body: bytes,
+        authorization: str | None,
+        request_id: str,
+        headers: Mapping[str, str] = _NO_HEADERS,
     ) -> ChatResult:
         record = RequestRecord(request_id, time.perf_counter())
         self.metrics.inflight.inc()
@@ -161,17 +150,17 @@ class Gateway:
             record.caller = caller.name
             head = self._validate(policy, body)
             record.stream = bool(head.stream)
-            resolved = self._resolve(policy, caller, head.model)
+            resolved = self._resolve(policy, caller, head, headers)
             record.model = resolved.policy.name
-            attempts = self._attempts(policy, resolved, head, body, request_id)
+            plans = self._plans(policy, resolved, head, body, request_id)
             if head.stream:
-                result = await self._open_stream(attempts, resolved, head, record)
+                result = await self._stream(plans, head, record)
                 streaming = True
                 return result
-            return await self._complete(attempts, resolved, record)
-        except ProxyError as exc:
-            record.status = exc.status
-            record.error = exc.message
+            return await self._complete(plans, record)
+        except Exception as exc:
+            record.status = getattr(exc, "status", 500)
+            record.error = getattr(exc, "message", type(exc).__name__)
             raise
         finally:
             if not streaming:
@@ -188,103 +177,113 @@ class Gateway:
             raise InvalidRequestError(f"Too many messages (at most {limit}).", param="messages")
         return head
 
-    def _resolve(self, policy: Policy, caller: Caller, model: str) -> ResolvedModel:
-        if not caller.allows(model):
-            raise PermissionDeniedError(f"The key '{caller.name}' may not use the model `{model}`.")
-        resolved = policy.resolve(model)
+    def _resolve(
+        self, policy: Policy, caller: Caller, head: ChatRequestHead, headers: Mapping[str, str]
+    ) -> ResolvedModel:
+        """The key's allow-list checks the name the client sent; then the first matching
+        rule rewrites it once."""
+        if not caller.allows(head.model):
+            message = f"The key '{caller.name}' may not use the model `{head.model}`."
+            raise PermissionDeniedError(message)
+        public = (
+            apply_rules(policy.rules, head, headers, caller.name) if policy.rules else head.model
+        )
+        resolved = policy.resolve(public)
         if resolved is None:
             raise ModelNotFoundError(
-                f"The model `{model}` does not exist or you do not have access to it.",
+                f"The model `{head.model}` does not exist or you do not have access to it.",
                 param="model",
             )
         return resolved
 
-    def _attempts(
+    def _plans(
         self,
         policy: Policy,
         resolved: ResolvedModel,
         head: ChatRequestHead,
         body: bytes,
         request_id: str,
-    ) -> list[_Attempt]:
-        attempts = []
-        missing: dict[str, str] = {}
-        for route in order_routes(resolved.policy, self._rng):
-            upstream = self._upstreams.get(route.upstream)
-            if upstream is None:
-                if route.upstream in policy.unconfigured:
-                    missing[route.upstream] = policy.unconfigured[route.upstream]
-                continue
-            model = resolved.upstream_model(route)
-            upstream_body = _upstream_body(body, head, model, route.drop_params)
-            call = UpstreamCall(upstream_body, model, route.timeouts, request_id, route.drop_params)
-            attempts.append(_Attempt(route, upstream, call))
-        if not attempts:
-            if missing:
-                names = ", ".join(f"{var} (upstream '{up}')" for up, var in missing.items())
-                raise UpstreamNotConfiguredError(
-                    f"The model `{resolved.public}` cannot be served: its upstream is not "
-                    f"configured. Set the environment variable {names}."
-                )
-            raise UpstreamError(f"The model `{resolved.public}` has no usable route.")
-        return attempts
+    ) -> Iterator[Plan]:
+        """A plan for the model, then one per fallback, each made only when reached."""
+        plan = self._plan(policy, resolved, head, body, request_id)
+        if not plan.attempts and not plan.parked:
+            raise self._unusable(policy, resolved)
+        yield plan
+        for name in resolved.policy.fallbacks:
+            fallback = policy.resolve(name)
+            if fallback is not None:
+                yield self._plan(policy, fallback, head, body, request_id)
 
-    async def _complete(
-        self, attempts: list[_Attempt], resolved: ResolvedModel, record: RequestRecord
-    ) -> ChatResult:
-        failures = _Failures()
-        for attempt in attempts:
-            self._begin(record, attempt)
-            started = time.perf_counter()
-            try:
-                reply = await attempt.upstream.complete(attempt.call)
-                record.upstream_seconds += time.perf_counter() - started
-                body, usage = rewrite_completion(reply, resolved.public, attempt.route.upstream)
-            except ProxyError as exc:
-                record.upstream_seconds += time.perf_counter() - started
-                self._failed(record, failures, exc)
-                continue
-            count_usage(record, usage)
-            return ChatResult(self._headers(record, attempt, resolved), body=body)
-        raise failures.final()
-
-    async def _open_stream(
+    def _plan(
         self,
-        attempts: list[_Attempt],
+        policy: Policy,
         resolved: ResolvedModel,
         head: ChatRequestHead,
-        record: RequestRecord,
+        body: bytes,
+        request_id: str,
+    ) -> Plan:
+        def make(route: Route) -> Attempt | None:
+            upstream = self.upstreams.get(route.upstream)
+            if upstream is None:
+                return None
+            model = resolved.upstream_model(route)
+
+            def build() -> UpstreamCall:
+                prepared = _upstream_body(body, head, model, route.drop_params)
+                return UpstreamCall(prepared, model, route.timeouts, request_id, route.drop_params)
+
+            return Attempt(route, upstream, resolved, build)
+
+        return self.dispatcher.plan(resolved, make)
+
+    def _unusable(self, policy: Policy, resolved: ResolvedModel) -> Exception:
+        missing = {
+            r.upstream: policy.unconfigured[r.upstream]
+            for r in resolved.policy.routes
+            if r.upstream in policy.unconfigured
+        }
+        if missing:
+            names = ", ".join(f"{var} (upstream '{up}')" for up, var in missing.items())
+            return UpstreamNotConfiguredError(
+                f"The model `{resolved.public}` cannot be served: its upstream is not "
+                f"configured. Set the environment variable {names}."
+            )
+        return UpstreamError(f"The model `{resolved.public}` has no usable route.")
+
+    async def _complete(self, plans: Iterator[Plan], record: RequestRecord) -> ChatResult:
+        async def call(attempt: Attempt) -> tuple[bytes, Any]:
+            reply = await attempt.upstream.complete(attempt.call)
+            return rewrite_completion(reply, attempt.model.public, attempt.route.upstream)
+
+        (body, usage), attempt = await self.dispatcher.run(plans, call, record)
+        count_usage(record, usage)
+        return ChatResult(self._headers(record, attempt), body=body)
+
+    async def _stream(
+        self, plans: Iterator[Plan], head: ChatRequestHead, record: RequestRecord
     ) -> ChatResult:
-        failures = _Failures()
-        for attempt in attempts:
-            self._begin(record, attempt)
-            context = self._stream_context(attempt, resolved, head, record)
+        async def call(attempt: Attempt) -> AsyncIterator[list[bytes]]:
             events = attempt.upstream.stream(attempt.call)
-            started = time.perf_counter()
             try:
                 first = await anext(events, None)
                 if not first:
                     upstream = attempt.route.upstream
                     raise UpstreamError(f"The upstream '{upstream}' sent an empty stream.")
-                stream = open_relay(first, events, context)
-            except ProxyError as exc:
+                return open_relay(first, events, self._stream_context(attempt, head, record))
+            except BaseException:
                 await events.aclose()  # type: ignore[attr-defined]
-                self._failed(record, failures, exc)
-                continue
-            finally:
-                record.upstream_seconds += time.perf_counter() - started
-            return ChatResult(self._headers(record, attempt, resolved), stream=stream)
-        raise failures.final()
+                raise
+
+        stream, attempt = await self.dispatcher.run(plans, call, record)
+        return ChatResult(self._headers(record, attempt), stream=stream)
 
     def _stream_context(
-        self,
-        attempt: _Attempt,
-        resolved: ResolvedModel,
-        head: ChatRequestHead,
-        record: RequestRecord,
+        self, attempt: Attempt, head: ChatRequestHead, record: RequestRecord
     ) -> StreamContext:
+        health = self.board[attempt.route.label]
+        health.inflight += 1  # a stream stays in flight (least-busy) until it ends
         return StreamContext(
-            public_model=resolved.public,
+            public_model=attempt.model.public,
             upstream=attempt.route.upstream,
             client_wants_usage=bool(head.stream_options and head.stream_options.include_usage),
             choices=head.n or 1,
@@ -293,24 +292,12 @@ class Gateway:
             metrics=self.metrics,
             access_log=self.access_log,
             open_streams=self.open_streams,
+            on_end=health.stream_ended,
         )
 
-    def _begin(self, record: RequestRecord, attempt: _Attempt) -> None:
-        record.attempts += 1
-        record.route = attempt.route.label
-
-    def _failed(self, record: RequestRecord, failures: _Failures, exc: ProxyError) -> None:
-        self.metrics.child(self.metrics.upstream_errors, record.route, exc.code or exc.type).inc()
-        if isinstance(exc, UpstreamRejectedError):
-            raise exc  # the client's request is at fault: no other route will like it more
-        failures.errors.append(exc)
-
-    def _headers(
-        self, record: RequestRecord, attempt: _Attempt, resolved: ResolvedModel
-    ) -> dict[str, str]:
-        upstream_model = resolved.upstream_model(attempt.route)
+    def _headers(self, record: RequestRecord, attempt: Attempt) -> dict[str, str]:
         return {
-            "x-llm-proxy-route": f"{attempt.route.upstream}/{upstream_model}",
+            "x-llm-proxy-route": f"{attempt.route.upstream}/{attempt.call.model}",
             "x-llm-proxy-attempts": str(record.attempts),
         }
 
@@ -326,8 +313,12 @@ class Gateway:
     def get_model(self, authorization: str | None, model_id: str) -> Model:
         policy = self._policy
         caller = policy.authenticate(authorization)
-        resolved = self._resolve(policy, caller, model_id)
-        return Model(id=resolved.public, created=int(policy.loaded_at))
+        if not caller.allows(model_id) or policy.resolve(model_id) is None:
+            raise ModelNotFoundError(
+                f"The model `{model_id}` does not exist or you do not have access to it.",
+                param="model",
+            )
+        return Model(id=model_id, created=int(policy.loaded_at))
 
     @property
     def ready(self) -> bool:
@@ -340,11 +331,16 @@ class Gateway:
             upstreams[name] = {"type": config.__struct_config__.tag, "configured": True}
             if name in policy.unconfigured:
                 upstreams[name].update(configured=False, missing_env=policy.unconfigured[name])
-        routes = {
-            route.label: {"upstream": route.upstream, "state": "closed"}
-            for model in policy.models.values()
-            for route in model.routes
-        }
+        routes = {}
+        for model in policy.models.values():
+            for route in model.routes:
+                state = self.board[route.label]
+                routes[route.label] = {
+                    "upstream": route.upstream,
+                    "state": state.state(),
+                    "inflight": state.inflight,
+                    "latency_ms": round(state.latency * 1000, 1) if state.latency else None,
+                }
         return {
             "status": "draining" if self.draining else ("ok" if self.started else "starting"),
             "ready": self.ready,
@@ -352,10 +348,16 @@ class Gateway:
                 "version": policy.version,
                 "source": policy.source,
                 "loaded_at": policy.loaded_at,
+                "last_reload": self.last_reload,
             },
             "upstreams": upstreams,
             "routes": routes,
         }
+
+    def _route_states(self) -> Iterable[tuple[str, bool]]:
+        for model in self._policy.models.values():
+            for route in model.routes:
+                yield route.label, self.board[route.label].state() != "open"
 
     def stats(self) -> dict[str, list[dict[str, Any]]]:
         return self.metrics.snapshot()
@@ -370,6 +372,7 @@ class Gateway:
         stream: bool = False,
         api_key: str | None = None,
         request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
         **params: Any,
     ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]:
         """Chat without HTTP. `messages` may be a string (one user message)."""
@@ -379,8 +382,9 @@ class Gateway:
         if stream:
             request["stream"] = True
         authorization = f"Bearer {api_key}" if api_key else None
+        lowered = {k.lower(): v for k, v in (headers or {}).items()}
         result = await self.handle_chat(
-            _encode(request), authorization, request_id or new_request_id()
+            _encode(request), authorization, request_id or new_request_id(), lowered
         )
         if result.stream is not None:
             return _typed_chunks(result.stream)

@@ -20,7 +20,7 @@ import jsonschema
 import msgspec
 import yaml
 
-from proxy.config import UPSTREAM_TYPES, ProxyConfig, json_schema
+from proxy.config import UPSTREAM_TYPES, ProxyConfig, json_schema, resolve_name
 from proxy.overrides import apply_env_overrides
 
 KeyPath = tuple[str | int, ...]
@@ -284,6 +284,7 @@ def _cross_field_problems(data: dict[str, Any], lines: Mapping[KeyPath, int]) ->
         problems.append(Problem(format_path(path), line_of(lines, path), message))
 
     _check_models(data, add)
+    _check_routing(data, add)
     _check_upstreams(data, add)
     _check_keys(data, add)
     return problems
@@ -300,6 +301,43 @@ def _check_models(data: dict[str, Any], add: Callable[[KeyPath, str], None]) -> 
                 known = ", ".join(upstreams) or "none defined"
                 message = f"unknown upstream '{upstream}' (known: {known})"
                 add(("models", name, "routes", index, "upstream"), message)
+
+
+def _check_routing(data: dict[str, Any], add: Callable[[KeyPath, str], None]) -> None:
+    """Rule targets and fallbacks name models that exist; fallbacks never loop."""
+    models = _mapping(data.get("models"))
+    for index, rule in enumerate(map(_mapping, _sequence(data.get("rules")))):
+        use = rule.get("use")
+        if isinstance(use, str) and resolve_name(models, use) is None:
+            add(("rules", index, "use"), f"unknown model '{use}'")
+    graph: dict[str, list[str]] = {}
+    for name, model in models.items():
+        targets = graph.setdefault(name, [])
+        for index, fallback in enumerate(_sequence(_mapping(model).get("fallbacks"))):
+            target = resolve_name(models, fallback) if isinstance(fallback, str) else None
+            if target is None:
+                add(("models", name, "fallbacks", index), f"unknown model '{fallback}'")
+            else:
+                targets.append(target)
+    for cycle in _cycles(graph):
+        add(("models", cycle[0], "fallbacks"), "fallback cycle: " + " -> ".join(cycle))
+
+
+def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
+    """Each fallback cycle once, starting from its first model in file order."""
+    found: list[list[str]] = []
+    seen: set[frozenset[str]] = set()
+    for start in graph:
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for target in graph.get(node, []):
+                if target == start and frozenset(path) not in seen:
+                    seen.add(frozenset(path))
+                    found.append([*path, start])
+                elif target not in path:
+                    stack.append((target, [*path, target]))
+    return found
 
 
 def _check_upstreams(data: dict[str, Any], add: Callable[[KeyPath, str], None]) -> None:

@@ -26,10 +26,28 @@ def _upper(text: str) -> str:
     return text.strip().upper()
 
 
+def _number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text  # left as text: the schema check names the key and the bad value
+
+
+def _retries(text: str) -> int | str:
+    """MAX_RETRIES=n means n retries after the first call: attempts = n + 1."""
+    try:
+        return int(text) + 1
+    except ValueError:
+        return text
+
+
 OVERRIDES: tuple[tuple[str, tuple[str, ...], Callable[[str], Any]], ...] = (
     ("LOG_LEVEL", ("logging", "level"), _upper),
     ("LOG_FILE", ("logging", "file"), str),
     ("LOG_JSON", ("logging", "json"), _boolean),
+    ("MAX_RETRIES", ("retry", "attempts"), _retries),
+    ("INITIAL_RETRY_DELAY", ("retry", "initial_delay"), _number),
+    ("MAX_RETRY_DELAY", ("retry", "max_delay"), _number),
 )
 
 

@@ -13,9 +13,17 @@ import time
 from dataclasses import dataclass, field
 from fnmatch import translate
 
-from proxy.config import KeyConfig, ModelConfig, ProxyConfig, Timeouts, parse_size
+from proxy.config import (
+    KeyConfig,
+    ModelConfig,
+    ProxyConfig,
+    Timeouts,
+    match_pattern,
+    parse_size,
+)
 from proxy.errors import AuthenticationError
 from proxy.loader import LoadedConfig
+from proxy.routing.rules import Rule, compile_rule, rule_headers
 
 _RESOLVE_CACHE_SIZE = 4096
 
@@ -36,6 +44,7 @@ class ModelPolicy:
     routes: tuple[Route, ...]
     strategy: str
     is_pattern: bool
+    fallbacks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +86,7 @@ class _Pattern:
     policy: ModelPolicy
 
     def match(self, name: str) -> str | None:
-        inner = len(name) - len(self.prefix) - len(self.suffix)
-        if inner > 0 and name.startswith(self.prefix) and name.endswith(self.suffix):
-            return name[len(self.prefix) : len(name) - len(self.suffix)]
-        return None
+        return match_pattern(self.policy.name, name)
 
 
 @dataclass
@@ -94,6 +100,8 @@ class Policy:
     patterns: tuple[_Pattern, ...]
     keys: dict[bytes, ClientKey]
     max_body_bytes: int
+    rules: tuple[Rule, ...] = ()
+    rule_headers: frozenset[bytes] = frozenset()
     loaded_at: float = field(default_factory=time.time)
     _resolved: dict[str, ResolvedModel | None] = field(default_factory=dict)
 
@@ -155,6 +163,7 @@ def compile_policy(loaded: LoadedConfig) -> Policy:
         reverse=True,
     )
     keys = {key.digest: key for key in map(_compile_key, config.keys)}
+    rules = tuple(map(compile_rule, config.rules))
     return Policy(
         config=config,
         source=loaded.source,
@@ -165,6 +174,8 @@ def compile_policy(loaded: LoadedConfig) -> Policy:
         patterns=tuple(patterns),
         keys=keys,
         max_body_bytes=parse_size(config.server.max_body_bytes),
+        rules=rules,
+        rule_headers=rule_headers(rules),
     )
 
 
@@ -189,7 +200,7 @@ def _compile_model(name: str, model: ModelConfig, config: ProxyConfig) -> ModelP
         label = f"{route.upstream}/{route.model or name}"
         drop = frozenset(route.drop_params)
         routes.append(Route(route.upstream, route.model, route.weight, label, timeouts, drop))
-    return ModelPolicy(name, tuple(routes), model.strategy, "*" in name)
+    return ModelPolicy(name, tuple(routes), model.strategy, "*" in name, tuple(model.fallbacks))
 
 
 def _compile_key(key: KeyConfig) -> ClientKey:

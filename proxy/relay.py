@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,7 @@ class StreamContext:
     metrics: Metrics
     access_log: AccessLog
     open_streams: OpenStreams = field(default_factory=OpenStreams)
+    on_end: Callable[[], None] | None = None  # e.g. the route's in-flight count
     ending: bool = False
 
 
@@ -233,6 +234,8 @@ async def relay_stream(
         if task is not None:
             ctx.open_streams.discard(task)
         await events.aclose()  # type: ignore[attr-defined]
+        if ctx.on_end is not None:
+            ctx.on_end()
         ctx.record.finish(ctx.metrics, ctx.access_log)
         ctx.metrics.inflight.dec()
 

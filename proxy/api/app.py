@@ -17,15 +17,20 @@ from proxy.api.routes import ROUTES, metrics_handler
 from proxy.errors import ProxyError
 from proxy.gateway import Gateway
 from proxy.observability.logging import configure_logging
+from proxy.reload import PolicyReloader
 
 
-def create_app(gateway: Gateway) -> Litestar:
+def create_app(gateway: Gateway, policy_path: str | None = None) -> Litestar:
+    """The app; with `policy_path` (and `server.reload`) edits to that file apply live."""
     policy = gateway.policy
     server = policy.config.server
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await gateway.start()
+        reloader = PolicyReloader(gateway, policy_path) if policy_path and server.reload else None
+        if reloader is not None:
+            await reloader.start()
         # Everything built so far lives as long as the process: keep it out of the
         # collector's full scans, which otherwise show up as latency spikes.
         gc.collect()
@@ -34,6 +39,8 @@ def create_app(gateway: Gateway) -> Litestar:
             yield
         finally:
             gateway.draining = True
+            if reloader is not None:
+                await reloader.stop()
             await gateway.close()
 
     def provide_gateway() -> Gateway:
@@ -62,6 +69,7 @@ def create_app(gateway: Gateway) -> Litestar:
 
 def app_from_environment() -> Litestar:
     """Factory for server worker processes: the policy path comes from LLM_PROXY_CONFIG."""
-    gateway = Gateway.from_file(os.environ.get("LLM_PROXY_CONFIG", "proxy.yaml"))
+    path = os.environ.get("LLM_PROXY_CONFIG", "proxy.yaml")
+    gateway = Gateway.from_file(path)
     configure_logging(gateway.policy.config.logging, gateway.redactor)
-    return create_app(gateway)
+    return create_app(gateway, path)

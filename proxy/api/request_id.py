@@ -15,18 +15,23 @@ AnyRequest = Request[Any, Any, Any]
 _SAFE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
-def read_headers(request: AnyRequest) -> tuple[str | None, str]:
-    """(Authorization, request id) for this request."""
+def read_headers(
+    request: AnyRequest, wanted: frozenset[bytes] = frozenset()
+) -> tuple[str | None, str, dict[str, str]]:
+    """(Authorization, request id, the `wanted` headers) for this request."""
     authorization = None
     sent = None
+    found: dict[str, str] = {}
     for name, value in request.scope["headers"]:
         if name == b"authorization":
             authorization = value.decode("latin-1")
         elif name == b"x-request-id":
             sent = value.decode("latin-1")
+        elif name in wanted:
+            found[name.decode("latin-1")] = value.decode("latin-1")
     request_id = sent if sent and _SAFE.match(sent) else new_request_id()
     request.scope.setdefault("state", {})["request_id"] = request_id
-    return authorization, request_id
+    return authorization, request_id, found
 
 
 def request_id_of(request: AnyRequest) -> str:

@@ -15,9 +15,9 @@ from proxy.wire import Model, ModelList
 
 @post("/v1/chat/completions", status_code=200)
 async def chat_completions(request: AnyRequest, gateway: Gateway) -> Response[Any]:
-    authorization, request_id = read_headers(request)
+    authorization, request_id, headers = read_headers(request, gateway.policy.rule_headers)
     body = await request.body()
-    result = await gateway.handle_chat(body, authorization, request_id)
+    result = await gateway.handle_chat(body, authorization, request_id, headers)
     headers = {**result.headers, "x-request-id": request_id}
     if result.stream is not None:
         headers.update(SSE_HEADERS)

@@ -104,6 +104,6 @@ def run(
         os.environ["LLM_PROXY_CONFIG"] = os.path.abspath(path)
         uvicorn.run("proxy.api.app:app_from_environment", factory=True, workers=workers, **options)  # type: ignore[arg-type]
         return 0
-    config = uvicorn.Config(create_app(gateway), **options)  # type: ignore[arg-type]
+    config = uvicorn.Config(create_app(gateway, path), **options)  # type: ignore[arg-type]
     DrainingServer(config, gateway, server.drain_timeout).run()
     return 0

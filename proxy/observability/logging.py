@@ -82,6 +82,7 @@ def configure_logging(config: LoggingConfig, redactor: Redactor) -> None:
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # one line per file event
 
 
 def _json_line(record: Record) -> str:

@@ -47,12 +47,14 @@ def translated_errors(upstream: str) -> Iterator[None]:
     except ProxyError:
         raise
     except TimeoutError:
-        raise UpstreamTimeoutError(f"The upstream '{upstream}' timed out.") from None
+        message = f"The upstream '{upstream}' timed out."
+        raise UpstreamTimeoutError(message, cause="timeout") from None
     except aiohttp.ClientConnectorError:
-        raise UpstreamError(f"Could not connect to the upstream '{upstream}'.") from None
+        message = f"Could not connect to the upstream '{upstream}'."
+        raise UpstreamError(message, cause="connect") from None
     except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError):
         message = f"The upstream '{upstream}' closed the connection before the reply ended."
-        raise UpstreamError(message) from None
+        raise UpstreamError(message, cause="connect") from None
     except aiohttp.ClientError as exc:
         message = f"The upstream '{upstream}' failed: {type(exc).__name__}."
         raise UpstreamError(message) from None
@@ -103,12 +105,12 @@ def error_from_status(
         return UpstreamAuthError(f"The upstream '{upstream}' refused the proxy's credentials.")
     if status == 404:
         message = f"The upstream '{upstream}' does not serve the requested model."
-        return UpstreamError(message, code="upstream_model_not_found")
+        return UpstreamError(message, code="upstream_model_not_found", cause="404")
     if status == 429:
         message = f"The upstream '{upstream}' is rate limited; try again later."
-        return RateLimitError(message, retry_after=wait)
+        return RateLimitError(message, retry_after=wait, cause="429")
     message = f"The upstream '{upstream}' failed with HTTP {status}."
-    return UpstreamError(message, retry_after=wait)
+    return UpstreamError(message, retry_after=wait, cause=str(status))
 
 
 def _openai_error_fields(body: bytes) -> tuple[str | None, str | None, str | None]:

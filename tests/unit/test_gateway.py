@@ -40,6 +40,7 @@ def policy(base_url: str, **extra: Any) -> dict[str, Any]:
             },
             "dark": {"routes": [{"upstream": "missing", "model": "x"}]},
         },
+        "retry": {"attempts": 1, "initial_delay": 0.01, "max_delay": 0.05},
         **extra,
     }
 
@@ -100,13 +101,18 @@ async def test_errors_are_the_same_classes_the_http_layer_renders(
     with pytest.raises(UpstreamRejectedError) as rejected:
         await gateway.chat(model="chat", messages="x")
     assert rejected.value.code == "context_length_exceeded"
+    fake_openai.script(fake.garbage())
+    with pytest.raises(UpstreamError):
+        await gateway.chat(model="chat", messages="x")
     fake_openai.script(fake.rate_limited(retry_after=7))
     with pytest.raises(RateLimitError) as limited:
         await gateway.chat(model="chat", messages="x")
     assert limited.value.retry_after == 7
-    fake_openai.script(fake.garbage())
-    with pytest.raises(UpstreamError):
+    calls = len(fake_openai.chat_requests)
+    with pytest.raises(RateLimitError) as still:  # parked: answered without a call
         await gateway.chat(model="chat", messages="x")
+    assert still.value.retry_after is not None and 6 < still.value.retry_after <= 7
+    assert len(fake_openai.chat_requests) == calls
 
 
 async def test_keys_apply_in_process(fake_openai: FakeOpenAI) -> None:

@@ -1,0 +1,271 @@
+"""Retries, parking, failover and fallbacks (DESIGN.md, "Retries, parking, failover").
+
+For each target model (the resolved one, then its fallbacks) the routes are tried in
+strategy order. A transient failure retries the same route with full-jitter backoff; a
+reply with Retry-After (or any upstream 429) parks the route and the next is tried at once;
+refused credentials eject the route; a client error ends everything, except
+`context_length_exceeded`, which moves on to the fallbacks. When no route is left, the
+earliest parked one is waited for if that fits `max_delay` and the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from proxy.accounting import RequestRecord
+from proxy.config import RetryConfig
+from proxy.errors import (
+    ProxyError,
+    RateLimitError,
+    ServiceUnavailableError,
+    UpstreamAuthError,
+    UpstreamRejectedError,
+    UpstreamTimeoutError,
+)
+from proxy.observability.metrics import Metrics
+from proxy.policy import ResolvedModel, Route
+from proxy.routing.health import HealthBoard
+from proxy.routing.strategies import order_routes
+from proxy.upstreams.base import Upstream, UpstreamCall
+
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Attempt:
+    route: Route
+    upstream: Upstream
+    model: ResolvedModel  # the public model this attempt serves
+    build: Callable[[], UpstreamCall]
+    _call: UpstreamCall | None = None
+
+    @property
+    def call(self) -> UpstreamCall:
+        if self._call is None:
+            self._call = self.build()
+        return self._call
+
+
+@dataclass(slots=True)
+class Plan:
+    """Routes to try for one model, and those parked (to wait for if nothing else works)."""
+
+    attempts: list[Attempt]
+    parked: list[Attempt] = field(default_factory=list)
+
+
+class _Outcome(enum.Enum):
+    FAILED = 1
+    PARKED = 2
+    TO_FALLBACKS = 3
+
+
+@dataclass
+class Failures:
+    errors: list[ProxyError] = field(default_factory=list)
+    parks: list[ProxyError] = field(default_factory=list)
+
+    def final(self) -> ProxyError:
+        """The most meaningful error once nothing could serve the request."""
+        every = self.errors + self.parks
+        if every and all(isinstance(e, RateLimitError) for e in every):
+            return RateLimitError(
+                "Every upstream of this model is rate limited; try again later.",
+                retry_after=_earliest(every),
+            )
+        if not self.errors and self.parks:
+            return ServiceUnavailableError(
+                "No upstream of this model can take the request now; try again later.",
+                retry_after=_earliest(self.parks),
+            )
+        rejected = [e for e in self.errors if isinstance(e, UpstreamRejectedError)]
+        if rejected:
+            return rejected[-1]  # e.g. context_length_exceeded with no fallback that fits
+        if self.errors:
+            return self.errors[-1]
+        return ServiceUnavailableError("No route of this model is available.")
+
+
+def _earliest(errors: list[ProxyError]) -> float | None:
+    waits = [e.retry_after for e in errors if e.retry_after is not None]
+    return min(waits) if waits else None
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        retry: RetryConfig,
+        board: HealthBoard,
+        metrics: Metrics,
+        rng: random.Random,
+        sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.retry = retry
+        self.board = board
+        self.metrics = metrics
+        self.rng = rng
+        self.sleep = sleep
+        self.clock = clock
+        self._retry_on = {str(kind) for kind in retry.on}
+
+    def plan(self, resolved: ResolvedModel, make: Callable[[Route], Attempt | None]) -> Plan:
+        """Available routes in strategy order; if none, the one closest to recovery (an
+        ejected route is still tried rather than failing without trying)."""
+        board = self.board
+        ordered = [
+            a for a in map(make, order_routes(resolved.policy, board, self.rng)) if a is not None
+        ]
+        available = [a for a in ordered if board[a.route.label].available()]
+        if available:
+            return Plan(available)
+        now = self.clock()
+        parked = [a for a in ordered if board[a.route.label].parked_until > now]
+        ejected = [a for a in ordered if a not in parked]
+        if ejected:
+            return Plan([min(ejected, key=lambda a: board[a.route.label].recovery_at())], parked)
+        return Plan([], parked)
+
+    async def run(
+        self,
+        plans: Iterable[Plan],
+        call: Callable[[Attempt], Awaitable[T]],
+        record: RequestRecord,
+    ) -> tuple[T, Attempt]:
+        deadline = self.clock() + self.retry.deadline
+        failures = Failures()
+        for plan in plans:
+            served = await self._try_model(plan, call, record, failures, deadline)
+            if served is not None:
+                return served
+        raise failures.final()
+
+    async def _try_model(
+        self,
+        plan: Plan,
+        call: Callable[[Attempt], Awaitable[T]],
+        record: RequestRecord,
+        failures: Failures,
+        deadline: float,
+    ) -> tuple[T, Attempt] | None:
+        failures.parks.extend(map(self._still_parked, plan.parked))
+        parked = list(plan.parked)
+        for attempt in plan.attempts:
+            result = await self._try_route(attempt, call, record, failures, deadline)
+            if isinstance(result, tuple):
+                return result
+            if result is _Outcome.TO_FALLBACKS:
+                return None
+            if result is _Outcome.PARKED:
+                parked.append(attempt)
+        return await self._wait_for_parked(parked, call, record, failures, deadline)
+
+    def _still_parked(self, attempt: Attempt) -> ProxyError:
+        """Why a route parked by an earlier request cannot take this one."""
+        health = self.board[attempt.route.label]
+        wait = max(health.parked_until - self.clock(), 0.0)
+        if health.park_rate_limited:
+            return RateLimitError("The upstream is rate limited.", retry_after=wait)
+        return ServiceUnavailableError("The upstream asked for a pause.", retry_after=wait)
+
+    async def _wait_for_parked(
+        self,
+        parked: list[Attempt],
+        call: Callable[[Attempt], Awaitable[T]],
+        record: RequestRecord,
+        failures: Failures,
+        deadline: float,
+    ) -> tuple[T, Attempt] | None:
+        if not parked:
+            return None
+        soonest = min(parked, key=lambda a: self.board[a.route.label].parked_until)
+        now = self.clock()
+        wait = max(self.board[soonest.route.label].parked_until - now, 0.0)
+        if wait > self.retry.max_delay or now + wait >= deadline:
+            return None
+        await self._wait(wait, record)
+        result = await self._try_route(soonest, call, record, failures, deadline)
+        return result if isinstance(result, tuple) else None
+
+    async def _try_route(
+        self,
+        attempt: Attempt,
+        call: Callable[[Attempt], Awaitable[T]],
+        record: RequestRecord,
+        failures: Failures,
+        deadline: float,
+    ) -> tuple[T, Attempt] | _Outcome:
+        health = self.board[attempt.route.label]
+        for number in range(self.retry.attempts):
+            record.attempts += 1
+            record.route = attempt.route.label
+            record.model = attempt.model.policy.name
+            health.begin()
+            started = self.clock()
+            try:
+                result = await call(attempt)
+            except ProxyError as exc:
+                record.upstream_seconds += self.clock() - started
+                outcome = self._failed(attempt, exc, failures)
+                if outcome is not None:
+                    return outcome
+                delay = self._backoff(number, exc, deadline)
+                if delay is None or health.state() == "open":
+                    return _Outcome.FAILED
+                await self._wait(delay, record)
+                continue
+            record.upstream_seconds += self.clock() - started
+            health.succeeded(self.clock() - started)
+            return result, attempt
+        return _Outcome.FAILED
+
+    def _failed(self, attempt: Attempt, exc: ProxyError, failures: Failures) -> _Outcome | None:
+        """Book a failed call; an outcome ends this route, None means it may be retried."""
+        health = self.board[attempt.route.label]
+        reason = exc.cause or exc.code or exc.type
+        self.metrics.child(self.metrics.upstream_errors, attempt.route.label, reason).inc()
+        if isinstance(exc, UpstreamRejectedError):
+            health.released()
+            if exc.code == "context_length_exceeded":
+                failures.errors.append(exc)
+                return _Outcome.TO_FALLBACKS
+            raise exc
+        if isinstance(exc, RateLimitError) or (exc.retry_after is not None and exc.cause == "503"):
+            wait = exc.retry_after if exc.retry_after is not None else self.retry.initial_delay
+            health.park(wait, rate_limited=isinstance(exc, RateLimitError))
+            failures.parks.append(exc)
+            return _Outcome.PARKED
+        failures.errors.append(exc)
+        if isinstance(exc, UpstreamAuthError):
+            health.eject()
+            return _Outcome.FAILED
+        health.failed()
+        if exc.code == "upstream_model_not_found":
+            return _Outcome.FAILED
+        return None
+
+    def _backoff(self, number: int, exc: ProxyError, deadline: float) -> float | None:
+        """Full-jitter exponential backoff before retry `number + 1`, or None: no retry."""
+        if number + 1 >= self.retry.attempts or not self._retryable(exc):
+            return None
+        ceiling = min(self.retry.max_delay, self.retry.initial_delay * 2**number)
+        delay = self.rng.uniform(0, ceiling)
+        return None if self.clock() + delay >= deadline else delay
+
+    def _retryable(self, exc: ProxyError) -> bool:
+        if isinstance(exc, UpstreamTimeoutError):
+            return "timeout" in self._retry_on
+        cause = exc.cause if exc.cause is not None else "502"  # a malformed reply
+        return cause in self._retry_on or (cause == "connect" and "connect" in self._retry_on)
+
+    async def _wait(self, seconds: float, record: RequestRecord) -> None:
+        started = self.clock()
+        await self.sleep(seconds)
+        record.waited += self.clock() - started
