@@ -163,4 +163,7 @@ def registry(asgi: list[str]) -> dict[str, Target]:
     targets = [direct(), bare(asgi[0])]
     targets += [bare(server, f"bare:{server}", baseline="bare") for server in asgi[1:]]
     targets.append(proxy())
+    from bench.routing import reload_target, routing_target
+
+    targets += [routing_target(), reload_target()]
     return {t.name: t for t in targets}

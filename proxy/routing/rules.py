@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fnmatch import translate
 
@@ -29,27 +29,14 @@ def estimate_prompt_tokens(head: ChatRequestHead) -> int:
     return size // BYTES_PER_TOKEN + PER_MESSAGE_TOKENS * len(head.messages)
 
 
+Check = Callable[[ChatRequestHead, Mapping[str, str], str, "_Tokens"], bool]
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     use: str
-    model: re.Pattern[str] | None
-    headers: tuple[tuple[str, str], ...]
-    key: str | None
-    min_prompt_tokens: int | None
-    tools: bool | None
-    stream: bool | None
-
-    def matches(
-        self, head: ChatRequestHead, headers: Mapping[str, str], key: str, tokens: _Tokens
-    ) -> bool:
-        return (
-            (self.model is None or self.model.fullmatch(head.model) is not None)
-            and all(headers.get(name) == value for name, value in self.headers)
-            and (self.key is None or self.key == key)
-            and (self.tools is None or bool(head.tools) == self.tools)
-            and (self.stream is None or bool(head.stream) == self.stream)
-            and (self.min_prompt_tokens is None or tokens.count(head) >= self.min_prompt_tokens)
-        )
+    matches: Check  # only the conditions the rule sets, cheapest first
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class _Tokens:
@@ -68,14 +55,48 @@ class _Tokens:
 
 def compile_rule(rule: RuleConfig) -> Rule:
     when = rule.when
-    return Rule(
-        use=rule.use,
-        model=re.compile(translate(when.model)) if when.model else None,
-        headers=tuple((name.lower(), value) for name, value in (when.header or {}).items()),
-        key=when.key,
-        min_prompt_tokens=when.min_prompt_tokens,
-        tools=when.tools,
-        stream=when.stream,
+    headers = tuple((name.lower(), value) for name, value in (when.header or {}).items())
+    checks: list[Check] = []
+    if when.key is not None:
+        checks.append(_key_is(when.key))
+    if when.stream is not None:
+        checks.append(_stream_is(when.stream))
+    if when.tools is not None:
+        checks.append(_tools_is(when.tools))
+    checks += [_header_is(name, value) for name, value in headers]
+    if when.model is not None:
+        model = re.compile(translate(when.model)).fullmatch
+        checks.append(lambda head, hdrs, key, tokens: model(head.model) is not None)
+    if when.min_prompt_tokens is not None:
+        least = when.min_prompt_tokens
+        checks.append(lambda head, hdrs, key, tokens: tokens.count(head) >= least)
+    return Rule(rule.use, _all_of(checks), headers)
+
+
+def _key_is(want: str) -> Check:
+    return lambda head, hdrs, key, tokens: key == want
+
+
+def _stream_is(want: bool) -> Check:
+    return lambda head, hdrs, key, tokens: bool(head.stream) == want
+
+
+def _tools_is(want: bool) -> Check:
+    return lambda head, hdrs, key, tokens: bool(head.tools) == want
+
+
+def _header_is(name: str, value: str) -> Check:
+    return lambda head, hdrs, key, tokens: hdrs.get(name) == value
+
+
+def _all_of(checks: list[Check]) -> Check:
+    if not checks:
+        return lambda head, hdrs, key, tokens: True
+    if len(checks) == 1:
+        return checks[0]
+    first, rest = checks[0], _all_of(checks[1:])
+    return lambda head, hdrs, key, tokens: (
+        first(head, hdrs, key, tokens) and rest(head, hdrs, key, tokens)
     )
 
 
