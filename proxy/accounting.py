@@ -24,6 +24,7 @@ class RequestRecord:
     first_token: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    relayed_bytes: int = 0  # streamed text sent so far (the estimate for a cut stream)
     error: str | None = None
     disconnected: bool = False
 

@@ -52,12 +52,32 @@ class TimeoutOverride(Section, frozen=True):
     total: Seconds | None = None
 
 
+class LimitSpec(Section, frozen=True):
+    """Limits in the `limits` library's notation ("10/second", "5/second; 100/minute")."""
+
+    requests: NonEmpty | None = None
+    burst: Annotated[int, Meta(ge=1)] | None = None  # token-bucket capacity for `requests`
+    tokens: NonEmpty | None = None
+    concurrency: Annotated[int, Meta(ge=1)] | None = None  # requests in flight at once
+
+
+class PriceConfig(Section, frozen=True):
+    input: Annotated[float, Meta(ge=0)]  # USD per million prompt tokens
+    output: Annotated[float, Meta(ge=0)]  # USD per million completion tokens
+
+
+class BudgetConfig(Section, frozen=True):
+    usd: Annotated[float, Meta(gt=0)]
+    period: Literal["day", "week", "month"] = "month"  # calendar periods in UTC
+
+
 class OpenAIUpstreamConfig(Section, frozen=True, tag_field="type", tag="openai"):
     base_url: NonEmpty = "https://api.openai.com/v1"
     api_key: str | None = None
     headers: dict[str, str] = {}
     timeout: Timeouts = Timeouts()
     max_connections: Annotated[int, Meta(ge=1)] = 200
+    limits: LimitSpec | None = None  # the provider's quota: a full upstream is skipped
 
 
 class HuggingFaceUpstreamConfig(Section, frozen=True, tag_field="type", tag="huggingface"):
@@ -71,6 +91,7 @@ class HuggingFaceUpstreamConfig(Section, frozen=True, tag_field="type", tag="hug
     headers: dict[str, str] = {}
     timeout: Timeouts = Timeouts()
     max_connections: Annotated[int, Meta(ge=1)] = 200
+    limits: LimitSpec | None = None  # the provider's quota: a full upstream is skipped
     chat_template: NonEmpty = "chatml"  # a preset name or a Jinja template string
     wait_for_model: bool = True
 
@@ -99,6 +120,7 @@ class LocalUpstreamConfig(Section, frozen=True, tag_field="type", tag="local"):
     headers: dict[str, str] = {}
     timeout: Timeouts = Timeouts()
     max_connections: Annotated[int, Meta(ge=1)] = 200
+    limits: LimitSpec | None = None  # the provider's quota: a full upstream is skipped
 
 
 UpstreamConfig = OpenAIUpstreamConfig | HuggingFaceUpstreamConfig | LocalUpstreamConfig
@@ -108,6 +130,8 @@ class RouteConfig(Section, frozen=True):
     upstream: NonEmpty
     model: NonEmpty | None = None
     weight: Annotated[float, Meta(gt=0)] = 1
+    limits: LimitSpec | None = None  # a full route is skipped, not a 429
+    price: PriceConfig | None = None  # overrides `prices` for this route
     drop_params: list[str] = []  # fields this route cannot honour: dropped instead of a 400
 
 
@@ -115,6 +139,7 @@ class ModelConfig(Section, frozen=True):
     routes: Annotated[list[RouteConfig], Meta(min_length=1)]
     strategy: Literal["weighted", "priority", "least-busy", "latency"] = "weighted"
     fallbacks: list[NonEmpty] = []  # other public models, tried in order when every route failed
+    limits: LimitSpec | None = None  # all callers of this model together
     timeout: TimeoutOverride | None = None
 
 
@@ -158,6 +183,8 @@ class KeyConfig(Section, frozen=True):
     key: NonEmpty | None = None
     sha256: Sha256Hex | None = None
     models: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    limits: LimitSpec | None = None  # else limits.default
+    budget: BudgetConfig | None = None
 
 
 class LoggingConfig(Section, frozen=True):
@@ -166,6 +193,16 @@ class LoggingConfig(Section, frozen=True):
     file: str | None = None
     redact: bool = True
     log_bodies: bool = False
+
+
+class LimitsConfig(Section, frozen=True):
+    storage: NonEmpty = "memory://"  # memory:// (one process) | redis://host:6379/0 (replicas)
+    # moving-window applies to request limits only (it stores one entry per unit)
+    strategy: Literal["sliding-window-counter", "fixed-window", "moving-window"] = (
+        "sliding-window-counter"
+    )
+    default: LimitSpec = LimitSpec()  # each key without limits of its own, and anonymous
+    on_storage_error: Literal["allow", "deny"] = "allow"
 
 
 class MetricsConfig(Section, frozen=True):
@@ -182,6 +219,8 @@ class ProxyConfig(Section, frozen=True):
     auth: Literal["optional", "required"] = "optional"
     retry: RetryConfig = RetryConfig()
     circuit_breaker: BreakerConfig = BreakerConfig()
+    prices: dict[str, PriceConfig] = {}  # keyed by the model name sent upstream
+    limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
 

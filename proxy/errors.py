@@ -129,6 +129,16 @@ class RateLimitError(ProxyError):
     code = "rate_limit_exceeded"
 
 
+class InsufficientQuotaError(RateLimitError):
+    """A budget is spent: retrying will not help, so the SDKs are told not to."""
+
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+    def response_headers(self) -> dict[str, str]:
+        return {**super().response_headers(), "x-should-retry": "false"}
+
+
 class UpstreamError(ProxyError):
     status = 502
     type = "upstream_error"

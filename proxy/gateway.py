@@ -8,9 +8,18 @@ relay -> account. The HTTP layer is a thin shell over `Gateway.handle_chat`;
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from dataclasses import dataclass
 from pathlib import Path
 from random import getrandbits as _random_bits
@@ -24,10 +33,12 @@ from proxy.errors import (
     InvalidRequestError,
     ModelNotFoundError,
     PermissionDeniedError,
+    ProxyError,
     RequestTooLargeError,
     UpstreamError,
     UpstreamNotConfiguredError,
 )
+from proxy.limits.limiter import SPEND_DIR, Admission, Limiter
 from proxy.loader import LoadedConfig, load_dict, load_file
 from proxy.observability.access_log import AccessLog
 from proxy.observability.logging import Redactor
@@ -36,7 +47,7 @@ from proxy.policy import Caller, Policy, ResolvedModel, Route, compile_policy
 from proxy.relay import OpenStreams, StreamContext, count_usage, open_relay, rewrite_completion
 from proxy.routing.dispatch import Attempt, Dispatcher, Plan
 from proxy.routing.health import HealthBoard
-from proxy.routing.rules import apply_rules
+from proxy.routing.rules import apply_rules, estimate_prompt_tokens
 from proxy.upstreams.base import UpstreamCall
 from proxy.upstreams.pool import UpstreamPool
 from proxy.wire import (
@@ -77,6 +88,8 @@ class Gateway:
         self.metrics.watch_routes(self._route_states)
         self._rng = random.Random()
         self.dispatcher = Dispatcher(config.retry, self.board, self.metrics, self._rng)
+        self.limiter = Limiter(config, self.metrics, SPEND_DIR)
+        self._background: set[asyncio.Task[None]] = set()
         self.upstreams = UpstreamPool()
         self.open_streams = OpenStreams()
         self.started = False
@@ -111,6 +124,11 @@ class Gateway:
         labels = {route.label for model in policy.models.values() for route in model.routes}
         self.board.reconfigure(config.circuit_breaker, labels)
         self.dispatcher = Dispatcher(config.retry, self.board, self.metrics, self._rng)
+        if config.limits == self._policy.config.limits:
+            self.limiter.configure(config)
+        else:
+            old, self.limiter = self.limiter, Limiter(config, self.metrics, SPEND_DIR)
+            self._spawn(old.close())
         self.redactor.update(policy.secrets)
         self.access_log = AccessLog(config.logging, self.redactor)
         self._policy = policy
@@ -121,7 +139,16 @@ class Gateway:
 
     async def close(self) -> None:
         self.started = False
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         await self.upstreams.close()
+        await self.limiter.close()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Work that must finish even if the request that started it is cancelled."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -144,6 +171,7 @@ class Gateway:
         record = RequestRecord(request_id, time.perf_counter())
         self.metrics.inflight.inc()
         streaming = False
+        admission: Admission | None = None
         try:
             policy = self._policy
             caller = policy.authenticate(authorization)
@@ -153,17 +181,23 @@ class Gateway:
             resolved = self._resolve(policy, caller, head, headers)
             record.model = resolved.policy.name
             plans = self._plans(policy, resolved, head, body, request_id)
+            estimate = estimate_prompt_tokens(head)
+            admission = await self.limiter.admit(caller, resolved.policy.name, estimate)
             if head.stream:
-                result = await self._stream(plans, head, record)
+                result = await self._stream(plans, head, record, admission)
                 streaming = True
                 return result
-            return await self._complete(plans, record)
+            return await self._complete(plans, record, admission)
         except Exception as exc:
             record.status = getattr(exc, "status", 500)
             record.error = getattr(exc, "message", type(exc).__name__)
+            if admission is not None and isinstance(exc, ProxyError):
+                exc.headers.update(admission.headers)
             raise
         finally:
             if not streaming:
+                if admission is not None and not admission.finished:
+                    await self.limiter.release(admission)
                 record.finish(self.metrics, self.access_log)
                 self.metrics.inflight.dec()
 
@@ -250,17 +284,46 @@ class Gateway:
             )
         return UpstreamError(f"The model `{resolved.public}` has no usable route.")
 
-    async def _complete(self, plans: Iterator[Plan], record: RequestRecord) -> ChatResult:
+    async def _complete(
+        self, plans: Iterator[Plan], record: RequestRecord, admission: Admission
+    ) -> ChatResult:
         async def call(attempt: Attempt) -> tuple[bytes, Any]:
             reply = await attempt.upstream.complete(attempt.call)
             return rewrite_completion(reply, attempt.model.public, attempt.route.upstream)
 
-        (body, usage), attempt = await self.dispatcher.run(plans, call, record)
+        enter, leave = self._route_gates(admission)
+        (body, usage), attempt = await self.dispatcher.run(plans, call, record, enter, leave)
         count_usage(record, usage)
-        return ChatResult(self._headers(record, attempt), body=body)
+        prompt = record.prompt_tokens if usage else admission.estimate
+        await self.limiter.finish(
+            admission,
+            attempt.route.label,
+            attempt.call.model,
+            attempt.model.policy.name,
+            prompt,
+            record.completion_tokens,
+        )
+        return ChatResult(self._headers(record, attempt, admission), body=body)
+
+    def _route_gates(
+        self, admission: Admission
+    ) -> tuple[Callable[[Attempt], Awaitable[bool]], Callable[[Attempt], Awaitable[None]]]:
+        limiter = self.limiter
+
+        async def enter(attempt: Attempt) -> bool:
+            return await limiter.admit_route(admission, attempt.route.label, attempt.route.upstream)
+
+        async def leave(attempt: Attempt) -> None:
+            await limiter.release_route(admission, attempt.route.label)
+
+        return enter, leave
 
     async def _stream(
-        self, plans: Iterator[Plan], head: ChatRequestHead, record: RequestRecord
+        self,
+        plans: Iterator[Plan],
+        head: ChatRequestHead,
+        record: RequestRecord,
+        admission: Admission,
     ) -> ChatResult:
         async def call(attempt: Attempt) -> AsyncIterator[list[bytes]]:
             events = attempt.upstream.stream(attempt.call)
@@ -269,19 +332,38 @@ class Gateway:
                 if not first:
                     upstream = attempt.route.upstream
                     raise UpstreamError(f"The upstream '{upstream}' sent an empty stream.")
-                return open_relay(first, events, self._stream_context(attempt, head, record))
+                context = self._stream_context(attempt, head, record, admission)
+                return open_relay(first, events, context)
             except BaseException:
                 await events.aclose()  # type: ignore[attr-defined]
                 raise
 
-        stream, attempt = await self.dispatcher.run(plans, call, record)
-        return ChatResult(self._headers(record, attempt), stream=stream)
+        enter, leave = self._route_gates(admission)
+        stream, attempt = await self.dispatcher.run(plans, call, record, enter, leave)
+        return ChatResult(self._headers(record, attempt, admission), stream=stream)
 
     def _stream_context(
-        self, attempt: Attempt, head: ChatRequestHead, record: RequestRecord
+        self, attempt: Attempt, head: ChatRequestHead, record: RequestRecord, admission: Admission
     ) -> StreamContext:
         health = self.board[attempt.route.label]
         health.inflight += 1  # a stream stays in flight (least-busy) until it ends
+
+        def ended() -> None:
+            health.stream_ended()
+            prompt, completion = record.prompt_tokens, record.completion_tokens
+            if not (prompt or completion):  # cut before the usage chunk: estimate it
+                prompt, completion = admission.estimate, record.relayed_bytes // 4
+            self._spawn(
+                self.limiter.finish(
+                    admission,
+                    attempt.route.label,
+                    attempt.call.model,
+                    attempt.model.policy.name,
+                    prompt,
+                    completion,
+                )
+            )
+
         return StreamContext(
             public_model=attempt.model.public,
             upstream=attempt.route.upstream,
@@ -292,14 +374,21 @@ class Gateway:
             metrics=self.metrics,
             access_log=self.access_log,
             open_streams=self.open_streams,
-            on_end=health.stream_ended,
+            on_end=ended,
         )
 
-    def _headers(self, record: RequestRecord, attempt: Attempt) -> dict[str, str]:
+    def _headers(
+        self, record: RequestRecord, attempt: Attempt, admission: Admission
+    ) -> dict[str, str]:
         return {
             "x-llm-proxy-route": f"{attempt.route.upstream}/{attempt.call.model}",
             "x-llm-proxy-attempts": str(record.attempts),
+            **admission.headers,
         }
+
+    async def key_usage(self, authorization: str | None) -> dict[str, Any]:
+        """The caller's own limits, their state and its budget."""
+        return await self.limiter.usage(self._policy.authenticate(authorization))
 
     # -- models, health, stats ------------------------------------------------------------
 

@@ -285,6 +285,7 @@ def _cross_field_problems(data: dict[str, Any], lines: Mapping[KeyPath, int]) ->
 
     _check_models(data, add)
     _check_routing(data, add)
+    _check_limits(data, add)
     _check_upstreams(data, add)
     _check_keys(data, add)
     return problems
@@ -338,6 +339,42 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
                 elif target not in path:
                     stack.append((target, [*path, target]))
     return found
+
+
+def _check_limits(data: dict[str, Any], add: Callable[[KeyPath, str], None]) -> None:
+    """Limit strings parse, and a burst has a request rate to refill at."""
+    for path, spec in _limit_specs(data):
+        for kind in ("requests", "tokens"):
+            text = spec.get(kind)
+            if isinstance(text, str) and not _parses_as_limits(text):
+                add((*path, kind), f"not a limit: {text!r} (e.g. '10/second; 600/minute')")
+        if spec.get("burst") is not None and not spec.get("requests"):
+            add((*path, "burst"), "a burst needs 'requests' (the rate it refills at)")
+    storage = _mapping(data.get("limits")).get("storage", "memory://")
+    if isinstance(storage, str) and not storage.startswith(("memory://", "redis://", "rediss://")):
+        add(("limits", "storage"), f"unsupported storage {storage!r} (memory:// or redis://)")
+
+
+def _limit_specs(data: dict[str, Any]) -> Iterator[tuple[KeyPath, dict[str, Any]]]:
+    yield ("limits", "default"), _mapping(_mapping(data.get("limits")).get("default"))
+    for name, upstream in _mapping(data.get("upstreams")).items():
+        yield ("upstreams", name, "limits"), _mapping(_mapping(upstream).get("limits"))
+    for name, model in _mapping(data.get("models")).items():
+        yield ("models", name, "limits"), _mapping(_mapping(model).get("limits"))
+        for index, route in enumerate(_sequence(_mapping(model).get("routes"))):
+            path: KeyPath = ("models", name, "routes", index, "limits")
+            yield path, _mapping(_mapping(route).get("limits"))
+    for index, key in enumerate(_sequence(data.get("keys"))):
+        yield ("keys", index, "limits"), _mapping(_mapping(key).get("limits"))
+
+
+def _parses_as_limits(text: str) -> bool:
+    import limits
+
+    try:
+        return bool(limits.parse_many(text))
+    except ValueError:
+        return False
 
 
 def _check_upstreams(data: dict[str, Any], add: Callable[[KeyPath, str], None]) -> None:

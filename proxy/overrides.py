@@ -41,6 +41,17 @@ def _retries(text: str) -> int | str:
         return text
 
 
+def _per_second(text: str) -> str:
+    return f"{text.strip()}/second"
+
+
+def _integer(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
 OVERRIDES: tuple[tuple[str, tuple[str, ...], Callable[[str], Any]], ...] = (
     ("LOG_LEVEL", ("logging", "level"), _upper),
     ("LOG_FILE", ("logging", "file"), str),
@@ -48,6 +59,9 @@ OVERRIDES: tuple[tuple[str, tuple[str, ...], Callable[[str], Any]], ...] = (
     ("MAX_RETRIES", ("retry", "attempts"), _retries),
     ("INITIAL_RETRY_DELAY", ("retry", "initial_delay"), _number),
     ("MAX_RETRY_DELAY", ("retry", "max_delay"), _number),
+    ("DEFAULT_RATE_LIMIT", ("limits", "default", "requests"), _per_second),
+    ("DEFAULT_BURST_LIMIT", ("limits", "default", "burst"), _integer),
+    ("REDIS_URL", ("limits", "storage"), str),
 )
 
 

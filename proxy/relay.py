@@ -106,9 +106,14 @@ class StreamContext:
     ending: bool = False
 
 
+class _DeltaView(msgspec.Struct):
+    content: str | None = None
+
+
 class _ChoiceView(msgspec.Struct):
     index: int = 0
     finish_reason: str | None = None
+    delta: _DeltaView | None = None
 
 
 class _ChunkView(msgspec.Struct):
@@ -150,6 +155,8 @@ class _ChunkRewriter:
         for choice in view.choices or ():
             if choice.finish_reason:
                 self.finished.add(choice.index)
+            if choice.delta is not None and choice.delta.content:
+                ctx.record.relayed_bytes += len(choice.delta.content)
         if view.usage is not msgspec.UNSET and view.usage:
             count_usage(ctx.record, view.usage)
             if not ctx.client_wants_usage and not view.choices:

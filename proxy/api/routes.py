@@ -35,6 +35,12 @@ async def get_model(request: AnyRequest, gateway: Gateway, model_id: str) -> Mod
     return gateway.get_model(request.headers.get("authorization"), model_id.lstrip("/"))
 
 
+@get("/v1/proxy/keys/me")
+async def my_key(request: AnyRequest, gateway: Gateway) -> dict[str, Any]:
+    authorization, _, _ = read_headers(request)
+    return await gateway.key_usage(authorization)
+
+
 @get("/health/liveness")
 async def liveness() -> dict[str, str]:
     return {"status": "ok"}
@@ -61,4 +67,4 @@ def metrics_handler(path: str) -> Any:
     return metrics
 
 
-ROUTES = [chat_completions, list_models, get_model, liveness, readiness, health]
+ROUTES = [chat_completions, list_models, get_model, my_key, liveness, readiness, health]

@@ -70,6 +70,18 @@ class Metrics:
             buckets=OVERHEAD_BUCKETS,
             registry=r,
         )
+        self.rate_limited = Counter(
+            "llm_proxy_rate_limited",
+            "Requests refused or routes skipped by a limit",
+            ["scope"],
+            registry=r,
+        )
+        self.spend = Counter(
+            "llm_proxy_spend_usd", "Spend in USD from priced usage", ["key", "model"], registry=r
+        )
+        self.storage_errors = Counter(
+            "llm_proxy_storage_errors", "Shared storage failures", ["store"], registry=r
+        )
         self.reloads = Counter("llm_proxy_config_reloads", "Policy reloads", ["result"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
 

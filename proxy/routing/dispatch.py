@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from proxy.accounting import RequestRecord
 from proxy.config import RetryConfig
@@ -36,6 +36,8 @@ from proxy.upstreams.base import Upstream, UpstreamCall
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
+Gate = Callable[["Attempt"], Awaitable[bool]]
+Leave = Callable[["Attempt"], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -65,12 +67,14 @@ class _Outcome(enum.Enum):
     FAILED = 1
     PARKED = 2
     TO_FALLBACKS = 3
+    FULL = 4  # the route's (or its upstream's) own limits are full: skipped
 
 
 @dataclass
 class Failures:
     errors: list[ProxyError] = field(default_factory=list)
     parks: list[ProxyError] = field(default_factory=list)
+    full: int = 0  # routes skipped because their limits were full
 
     def final(self) -> ProxyError:
         """The most meaningful error once nothing could serve the request."""
@@ -79,6 +83,11 @@ class Failures:
             return RateLimitError(
                 "Every upstream of this model is rate limited; try again later.",
                 retry_after=_earliest(every),
+            )
+        if not self.errors and not self.parks and self.full:
+            return ServiceUnavailableError(
+                "Every route of this model is at its configured limit; try again later.",
+                retry_after=1.0,
             )
         if not self.errors and self.parks:
             return ServiceUnavailableError(
@@ -96,6 +105,18 @@ class Failures:
 def _earliest(errors: list[ProxyError]) -> float | None:
     waits = [e.retry_after for e in errors if e.retry_after is not None]
     return min(waits) if waits else None
+
+
+@dataclass(slots=True)
+class _Run(Generic[T]):
+    """One request's way through the plans."""
+
+    call: Callable[[Attempt], Awaitable[T]]
+    record: RequestRecord
+    failures: Failures
+    deadline: float
+    enter: Gate | None
+    leave: Leave | None
 
 
 class Dispatcher:
@@ -138,34 +159,30 @@ class Dispatcher:
         plans: Iterable[Plan],
         call: Callable[[Attempt], Awaitable[T]],
         record: RequestRecord,
+        enter: Gate | None = None,
+        leave: Leave | None = None,
     ) -> tuple[T, Attempt]:
-        deadline = self.clock() + self.retry.deadline
-        failures = Failures()
+        """Serve from the first attempt that answers. `enter` admits an attempt's route
+        (False: its limits are full, skip it); `leave` lets go of a route that failed."""
+        run = _Run(call, record, Failures(), self.clock() + self.retry.deadline, enter, leave)
         for plan in plans:
-            served = await self._try_model(plan, call, record, failures, deadline)
+            served = await self._try_model(plan, run)
             if served is not None:
                 return served
-        raise failures.final()
+        raise run.failures.final()
 
-    async def _try_model(
-        self,
-        plan: Plan,
-        call: Callable[[Attempt], Awaitable[T]],
-        record: RequestRecord,
-        failures: Failures,
-        deadline: float,
-    ) -> tuple[T, Attempt] | None:
-        failures.parks.extend(map(self._still_parked, plan.parked))
+    async def _try_model(self, plan: Plan, run: _Run[T]) -> tuple[T, Attempt] | None:
+        run.failures.parks.extend(map(self._still_parked, plan.parked))
         parked = list(plan.parked)
         for attempt in plan.attempts:
-            result = await self._try_route(attempt, call, record, failures, deadline)
+            result = await self._try_route(attempt, run)
             if isinstance(result, tuple):
                 return result
             if result is _Outcome.TO_FALLBACKS:
                 return None
             if result is _Outcome.PARKED:
                 parked.append(attempt)
-        return await self._wait_for_parked(parked, call, record, failures, deadline)
+        return await self._wait_for_parked(parked, run)
 
     def _still_parked(self, attempt: Attempt) -> ProxyError:
         """Why a route parked by an earlier request cannot take this one."""
@@ -176,33 +193,31 @@ class Dispatcher:
         return ServiceUnavailableError("The upstream asked for a pause.", retry_after=wait)
 
     async def _wait_for_parked(
-        self,
-        parked: list[Attempt],
-        call: Callable[[Attempt], Awaitable[T]],
-        record: RequestRecord,
-        failures: Failures,
-        deadline: float,
+        self, parked: list[Attempt], run: _Run[T]
     ) -> tuple[T, Attempt] | None:
         if not parked:
             return None
         soonest = min(parked, key=lambda a: self.board[a.route.label].parked_until)
         now = self.clock()
         wait = max(self.board[soonest.route.label].parked_until - now, 0.0)
-        if wait > self.retry.max_delay or now + wait >= deadline:
+        if wait > self.retry.max_delay or now + wait >= run.deadline:
             return None
-        await self._wait(wait, record)
-        result = await self._try_route(soonest, call, record, failures, deadline)
+        await self._wait(wait, run.record)
+        result = await self._try_route(soonest, run)
         return result if isinstance(result, tuple) else None
 
-    async def _try_route(
-        self,
-        attempt: Attempt,
-        call: Callable[[Attempt], Awaitable[T]],
-        record: RequestRecord,
-        failures: Failures,
-        deadline: float,
-    ) -> tuple[T, Attempt] | _Outcome:
+    async def _try_route(self, attempt: Attempt, run: _Run[T]) -> tuple[T, Attempt] | _Outcome:
+        if run.enter is not None and not await run.enter(attempt):
+            run.failures.full += 1
+            return _Outcome.FULL
+        outcome = await self._call_route(attempt, run)
+        if not isinstance(outcome, tuple) and run.leave is not None:
+            await run.leave(attempt)
+        return outcome
+
+    async def _call_route(self, attempt: Attempt, run: _Run[T]) -> tuple[T, Attempt] | _Outcome:
         health = self.board[attempt.route.label]
+        record, failures = run.record, run.failures
         for number in range(self.retry.attempts):
             record.attempts += 1
             record.route = attempt.route.label
@@ -210,13 +225,13 @@ class Dispatcher:
             health.begin()
             started = self.clock()
             try:
-                result = await call(attempt)
+                result = await run.call(attempt)
             except ProxyError as exc:
                 record.upstream_seconds += self.clock() - started
                 outcome = self._failed(attempt, exc, failures)
                 if outcome is not None:
                     return outcome
-                delay = self._backoff(number, exc, deadline)
+                delay = self._backoff(number, exc, run.deadline)
                 if delay is None or health.state() == "open":
                     return _Outcome.FAILED
                 await self._wait(delay, record)

@@ -1,0 +1,1 @@
+"""Request, token and concurrency limits, budgets and spend (memory or Redis storage)."""

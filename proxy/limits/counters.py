@@ -1,0 +1,179 @@
+"""The counters the `limits` library does not keep: a GCRA token bucket for `burst`,
+concurrency, and spend. Memory for one process; Redis (one script or command each) for
+replicas, with Redis' own clock so replicas agree."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+
+Bucket = tuple[bool, float, int]  # (allowed, seconds until a slot frees, slots left)
+
+
+class Counters(Protocol):
+    async def take(self, key: str, interval: float, capacity: int) -> Bucket: ...
+    async def enter(self, key: str, cap: int) -> tuple[bool, int]: ...
+    async def leave(self, key: str) -> None: ...
+    async def add_spend(self, key: str, usd: float, ttl: int) -> float: ...
+    async def spend(self, key: str) -> float: ...
+    async def in_flight(self, key: str) -> int: ...
+    async def close(self) -> None: ...
+
+
+def gcra(tat: float, now: float, interval: float, capacity: int) -> tuple[Bucket, float]:
+    """Generic cell rate: one theoretical arrival time per key. Returns the decision and
+    the new arrival time (unchanged when refused)."""
+    new_tat = max(tat, now) + interval
+    allowance = capacity * interval
+    if new_tat - now > allowance:
+        return (False, new_tat - now - allowance, 0), tat
+    left = int((allowance - (new_tat - now)) / interval)
+    return (True, 0.0, left), new_tat
+
+
+class MemoryCounters:
+    def __init__(self, spend_file: Path | None = None) -> None:
+        self._tat: dict[str, float] = {}
+        self._inflight: dict[str, int] = {}
+        self._spend: dict[str, tuple[float, float]] = {}  # key -> (usd, expires at)
+        self._spend_file = spend_file
+        self._dirty = False
+        self._load()
+
+    async def take(self, key: str, interval: float, capacity: int) -> Bucket:
+        decision, self._tat[key] = gcra(self._tat.get(key, 0.0), time.time(), interval, capacity)
+        return decision
+
+    async def enter(self, key: str, cap: int) -> tuple[bool, int]:
+        current = self._inflight.get(key, 0)
+        if current >= cap:
+            return False, current
+        self._inflight[key] = current + 1
+        return True, current + 1
+
+    async def leave(self, key: str) -> None:
+        current = self._inflight.get(key, 0)
+        if current <= 1:
+            self._inflight.pop(key, None)
+        else:
+            self._inflight[key] = current - 1
+
+    async def in_flight(self, key: str) -> int:
+        return self._inflight.get(key, 0)
+
+    async def add_spend(self, key: str, usd: float, ttl: int) -> float:
+        total = await self.spend(key) + usd
+        self._spend[key] = (total, time.time() + ttl)
+        self._dirty = True
+        return total
+
+    async def spend(self, key: str) -> float:
+        usd, expires = self._spend.get(key, (0.0, 0.0))
+        return usd if expires > time.time() else 0.0
+
+    def flush(self) -> None:
+        """Persist spend (memory storage keeps budgets across restarts this way)."""
+        if self._spend_file is None or not self._dirty:
+            return
+        self._spend_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._spend_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._spend))
+        tmp.replace(self._spend_file)
+        self._dirty = False
+
+    def _load(self) -> None:
+        if self._spend_file is None or not self._spend_file.exists():
+            return
+        try:
+            saved: dict[str, Any] = json.loads(self._spend_file.read_text())
+        except (OSError, ValueError):
+            return
+        now = time.time()
+        self._spend = {k: (float(v[0]), float(v[1])) for k, v in saved.items() if v[1] > now}
+
+    async def close(self) -> None:
+        self.flush()
+
+
+_GCRA_SCRIPT = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
+local interval = tonumber(ARGV[1])
+local capacity = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allowance = capacity * interval
+if new_tat - now > allowance then
+  return {0, tostring(new_tat - now - allowance), 0}
+end
+redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(allowance * 1000) + 1000)
+return {1, '0', math.floor((allowance - (new_tat - now)) / interval)}
+"""
+
+_ENTER_SCRIPT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current >= tonumber(ARGV[1]) then return {0, current} end
+current = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return {1, current}
+"""
+
+_LEAVE_SCRIPT = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current <= 1 then redis.call('DEL', KEYS[1]) return 0 end
+return redis.call('DECR', KEYS[1])
+"""
+
+# a concurrency slot a crashed replica never released frees itself after this long
+CONCURRENCY_TTL = 3600
+
+
+class RedisCounters:
+    def __init__(self, client: aioredis.Redis, prefix: str = "llm-proxy") -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._gcra = client.register_script(_GCRA_SCRIPT)
+        self._enter = client.register_script(_ENTER_SCRIPT)
+        self._leave = client.register_script(_LEAVE_SCRIPT)
+
+    def _key(self, kind: str, key: str) -> str:
+        return f"{self._prefix}:{kind}:{key}"
+
+    async def take(self, key: str, interval: float, capacity: int) -> Bucket:
+        allowed, wait, left = await self._gcra(
+            keys=[self._key("gcra", key)], args=[interval, capacity]
+        )
+        return bool(allowed), float(wait), int(left)
+
+    async def enter(self, key: str, cap: int) -> tuple[bool, int]:
+        entered, current = await self._enter(
+            keys=[self._key("inflight", key)], args=[cap, CONCURRENCY_TTL]
+        )
+        return bool(entered), int(current)
+
+    async def leave(self, key: str) -> None:
+        await self._leave(keys=[self._key("inflight", key)])
+
+    async def in_flight(self, key: str) -> int:
+        value = await self._redis.get(self._key("inflight", key))
+        return int(value or 0)
+
+    async def add_spend(self, key: str, usd: float, ttl: int) -> float:
+        name = self._key("spend", key)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incrbyfloat(name, usd)
+            pipe.expire(name, ttl)
+            total, _ = await pipe.execute()
+        return float(total)
+
+    async def spend(self, key: str) -> float:
+        value = await self._redis.get(self._key("spend", key))
+        return float(value or 0.0)
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,208 @@
+"""The policy's limits per scope: the caller's key (or `limits.default`), the model (all
+callers together), and per attempt the route and its upstream. Key and model limits answer
+429; a full route or upstream is skipped by the router. Budgets are checked at admission
+and spend is charged, with token usage, when the request ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from proxy.config import BudgetConfig, PriceConfig, ProxyConfig
+from proxy.errors import InsufficientQuotaError, RateLimitError
+from proxy.limits.budgets import cost_usd, period_end, spend_key, spend_ttl
+from proxy.limits.headers import WindowState, rate_limit_headers
+from proxy.limits.store import Hold, Limits, LimitStore, Refused, compile_limits
+from proxy.observability.metrics import Metrics
+from proxy.policy import Caller
+
+SPEND_DIR = Path(".cache/llm-proxy")  # memory storage persists spend here
+
+
+@dataclass(slots=True)
+class Admission:
+    """What a request holds from admission to its end."""
+
+    caller: str
+    estimate: int
+    holds: list[Hold] = field(default_factory=list)
+    route_holds: dict[str, list[Hold]] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    finished: bool = False
+
+
+class Limiter:
+    def __init__(self, config: ProxyConfig, metrics: Metrics, spend_dir: Path) -> None:
+        self.store = LimitStore(config.limits, metrics, spend_dir)
+        self.metrics = metrics
+        self.configure(config)
+
+    def configure(self, config: ProxyConfig) -> None:
+        """Take a reloaded policy's limits (counters in storage carry over)."""
+        self.default = compile_limits("key", config.limits.default)
+        self.keys = {k.name: compile_limits("key", k.limits) for k in config.keys if k.limits}
+        self.budgets: dict[str, BudgetConfig] = {k.name: k.budget for k in config.keys if k.budget}
+        self.models = {n: compile_limits("model", m.limits) for n, m in config.models.items()}
+        self.upstreams = {
+            n: compile_limits("upstream", u.limits) for n, u in config.upstreams.items()
+        }
+        self.routes: dict[str, Limits | None] = {}
+        self.prices: dict[str, PriceConfig] = dict(config.prices)
+        self.route_prices: dict[str, PriceConfig] = {}
+        for name, model in config.models.items():
+            for route in model.routes:
+                label = f"{route.upstream}/{route.model or name}"
+                self.routes[label] = compile_limits("route", route.limits)
+                if route.price is not None:
+                    self.route_prices[label] = route.price
+
+    def key_limits(self, caller: Caller) -> Limits | None:
+        return self.keys.get(caller.name, self.default)
+
+    async def admit(self, caller: Caller, model: str, estimate: int) -> Admission:
+        """Key and model limits and the key's budget: a 429 when any is exhausted."""
+        admission = Admission(caller.name, estimate)
+        try:
+            await self._hold(admission, self.key_limits(caller), caller.name, states=True)
+            await self._check_budget(caller.name)
+            await self._hold(admission, self.models.get(model), model, states=False)
+        except Refused as refused:
+            await self.release(admission)
+            self.metrics.child(self.metrics.rate_limited, refused.scope).inc()
+            raise _too_many(refused, admission.headers) from None
+        except InsufficientQuotaError:
+            await self.release(admission)
+            self.metrics.child(self.metrics.rate_limited, "budget").inc()
+            raise
+        return admission
+
+    async def _hold(
+        self, admission: Admission, lim: Limits | None, ident: str, states: bool
+    ) -> None:
+        if lim is None:
+            return
+        try:
+            hold = await self.store.acquire(lim, ident, admission.estimate, states)
+        except Refused:
+            raise
+        admission.holds.append(hold)
+        if states:
+            admission.headers = rate_limit_headers(hold.states)
+
+    async def _check_budget(self, key: str) -> None:
+        budget = self.budgets.get(key)
+        if budget is None:
+            return
+        spent = await self.store._guard(
+            self.store.counters.spend(spend_key(key, budget.period)), 0.0
+        )
+        if spent >= budget.usd:
+            raise InsufficientQuotaError(
+                f"The key '{key}' has spent its budget of ${budget.usd:g} for this "
+                f"{budget.period} (resets {period_end(budget.period):%Y-%m-%d} UTC)."
+            )
+
+    async def admit_route(self, admission: Admission, label: str, upstream: str) -> bool:
+        """The route's and its upstream's limits; False when either is full (skip it)."""
+        held: list[Hold] = []
+        for lim, ident in (
+            (self.routes.get(label), label),
+            (self.upstreams.get(upstream), upstream),
+        ):
+            if lim is None:
+                continue
+            try:
+                held.append(await self.store.acquire(lim, ident, admission.estimate, False))
+            except Refused as refused:
+                self.metrics.child(self.metrics.rate_limited, refused.scope).inc()
+                for hold in held:
+                    await self.store.release(hold)
+                return False
+        admission.route_holds[label] = held
+        return True
+
+    async def release_route(self, admission: Admission, label: str) -> None:
+        for hold in admission.route_holds.pop(label, []):
+            await self.store.release(hold)
+
+    async def finish(
+        self,
+        admission: Admission,
+        route: str | None,
+        upstream_model: str | None,
+        model: str,
+        prompt: int,
+        completion: int,
+    ) -> None:
+        """Charge usage on every scope that admitted the request, add its spend, and let go
+        of its concurrency slots. Safe to call twice."""
+        if admission.finished:
+            return
+        admission.finished = True
+        served = admission.route_holds.get(route, []) if route else []
+        for hold in admission.holds + served:
+            await self.store.charge(hold, prompt + completion)
+        for holds in [admission.holds, *admission.route_holds.values()]:
+            for hold in holds:
+                await self.store.release(hold)
+        admission.route_holds.clear()
+        price = self.route_prices.get(route or "") or self.prices.get(upstream_model or "")
+        usd = cost_usd(price, prompt, completion)
+        if usd > 0:
+            self.metrics.child(self.metrics.spend, admission.caller, model).inc(usd)
+            budget = self.budgets.get(admission.caller)
+            if budget is not None:
+                period = budget.period
+                name = spend_key(admission.caller, period)
+                adding = self.store.counters.add_spend(name, usd, spend_ttl(period))
+                await self.store._guard(adding, 0.0)
+
+    async def release(self, admission: Admission) -> None:
+        for hold in admission.holds:
+            await self.store.release(hold)
+        for label in list(admission.route_holds):
+            await self.release_route(admission, label)
+
+    async def usage(self, caller: Caller) -> dict[str, Any]:
+        """A key's limits, their current state, and its budget (GET /v1/proxy/keys/me)."""
+        lim = self.key_limits(caller)
+        states: list[WindowState] = await self.store.states(lim, caller.name) if lim else []
+        report: dict[str, Any] = {
+            "key": caller.name,
+            "limits": [
+                {
+                    "kind": s.kind,
+                    "limit": s.limit,
+                    "remaining": s.remaining,
+                    "reset_seconds": round(s.reset, 3),
+                }
+                for s in states
+            ],
+        }
+        if lim is not None and lim.concurrency is not None:
+            in_flight = await self.store.in_flight(lim, caller.name)
+            report["concurrency"] = {"limit": lim.concurrency, "in_flight": in_flight}
+        budget = self.budgets.get(caller.name)
+        if budget is not None:
+            spent = await self.store.counters.spend(spend_key(caller.name, budget.period))
+            report["budget"] = {
+                "usd": budget.usd,
+                "period": budget.period,
+                "spent_usd": round(spent, 6),
+                "remaining_usd": round(max(budget.usd - spent, 0.0), 6),
+                "resets_at": period_end(budget.period).isoformat(),
+            }
+        return report
+
+    async def close(self) -> None:
+        await self.store.close()
+
+
+def _too_many(refused: Refused, headers: dict[str, str]) -> RateLimitError:
+    what = "concurrent requests" if refused.kind == "concurrency" else refused.kind
+    return RateLimitError(
+        f"Rate limit reached for {what} ({refused.scope} limit); try again later.",
+        retry_after=refused.retry_after,
+        headers=headers,
+    )

@@ -1,0 +1,217 @@
+"""One scope's limits applied against storage: concurrency, the token bucket, request
+windows (hit now) and token windows (admitted on the prompt estimate, charged real usage at
+the end). Storage faults follow `on_storage_error`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import limits
+import limits.aio.storage
+import limits.aio.strategies
+import redis.asyncio as aioredis
+from loguru import logger
+from redis.exceptions import RedisError
+
+from proxy.config import LimitsConfig, LimitSpec
+from proxy.errors import ServiceUnavailableError
+from proxy.limits.counters import Counters, MemoryCounters, RedisCounters
+from proxy.limits.headers import WindowState
+from proxy.observability.metrics import Metrics
+
+T = TypeVar("T")
+STORAGE_TIMEOUT = 0.25  # seconds: a slow Redis is a failed Redis
+_STORAGE_ERRORS = (RedisError, OSError, TimeoutError, limits.errors.StorageError)
+CONCURRENCY_RETRY_AFTER = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    scope: str  # key | model | upstream | route
+    requests: tuple[limits.RateLimitItem, ...] = ()
+    bucket: tuple[float, int] | None = None  # (seconds per request, capacity)
+    tokens: tuple[limits.RateLimitItem, ...] = ()
+    concurrency: int | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.requests or self.bucket or self.tokens or self.concurrency)
+
+
+def compile_limits(scope: str, spec: LimitSpec | None) -> Limits | None:
+    if spec is None:
+        return None
+    requests = tuple(limits.parse_many(spec.requests)) if spec.requests else ()
+    bucket = None
+    if spec.burst is not None and requests:
+        first, requests = requests[0], requests[1:]
+        bucket = (first.get_expiry() / first.amount, spec.burst)
+    tokens = tuple(limits.parse_many(spec.tokens)) if spec.tokens else ()
+    compiled = Limits(scope, requests, bucket, tokens, spec.concurrency)
+    return None if compiled.empty else compiled
+
+
+class Refused(Exception):
+    def __init__(self, scope: str, kind: str, retry_after: float | None) -> None:
+        super().__init__(f"{scope} {kind} limit")
+        self.scope = scope
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+@dataclass(slots=True)
+class Hold:
+    """What one admitted scope holds until the request ends."""
+
+    limits: Limits
+    ident: str
+    entered: bool = False
+    states: list[WindowState] = field(default_factory=list)
+
+
+class LimitStore:
+    def __init__(self, config: LimitsConfig, metrics: Metrics, spend_dir: Path) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.counters: Counters
+        if config.storage.startswith("memory://"):
+            self._storage: limits.aio.storage.Storage = limits.aio.storage.MemoryStorage()
+            self.counters = MemoryCounters(spend_dir / "spend.json")
+        else:
+            self._storage = limits.aio.storage.RedisStorage(
+                "async+" + config.storage,
+                implementation="redispy",
+                key_prefix="llm-proxy",
+                socket_timeout=STORAGE_TIMEOUT,
+                socket_connect_timeout=STORAGE_TIMEOUT,
+            )
+            client = aioredis.Redis.from_url(
+                config.storage,
+                socket_timeout=STORAGE_TIMEOUT,
+                socket_connect_timeout=STORAGE_TIMEOUT,
+            )
+            self.counters = RedisCounters(client)
+        window = (
+            limits.aio.strategies.FixedWindowRateLimiter
+            if config.strategy == "fixed-window"
+            else limits.aio.strategies.SlidingWindowCounterRateLimiter
+        )
+        self._tokens = window(self._storage)
+        self._requests = (
+            limits.aio.strategies.MovingWindowRateLimiter(self._storage)
+            if config.strategy == "moving-window"
+            else self._tokens
+        )
+
+    async def acquire(self, lim: Limits, ident: str, estimate: int, states: bool) -> Hold:
+        """Admit one request in this scope or raise Refused (nothing is held then)."""
+        hold = Hold(lim, f"{lim.scope}:{ident}")
+        try:
+            await self._enter(hold)
+            await self._take_bucket(hold, states)
+            await self._hit_requests(hold, states)
+            await self._test_tokens(hold, estimate, states)
+        except Refused:
+            await self.release(hold)
+            raise
+        return hold
+
+    async def _enter(self, hold: Hold) -> None:
+        cap = hold.limits.concurrency
+        if cap is None:
+            return
+        result = await self._guard(self.counters.enter(hold.ident, cap), (True, 0))
+        if not result[0]:
+            raise Refused(hold.limits.scope, "concurrency", CONCURRENCY_RETRY_AFTER)
+        hold.entered = True
+
+    async def _take_bucket(self, hold: Hold, states: bool) -> None:
+        if hold.limits.bucket is None:
+            return
+        interval, capacity = hold.limits.bucket
+        allowed, wait, left = await self._guard(
+            self.counters.take(hold.ident, interval, capacity), (True, 0.0, capacity)
+        )
+        if not allowed:
+            raise Refused(hold.limits.scope, "requests", wait)
+        if states:
+            hold.states.append(
+                WindowState("requests", capacity, left, (capacity - left) * interval)
+            )
+
+    async def _hit_requests(self, hold: Hold, states: bool) -> None:
+        for item in hold.limits.requests:
+            if not await self._guard(self._requests.hit(item, hold.ident), True):
+                reset = await self._reset(item, hold.ident)
+                raise Refused(hold.limits.scope, "requests", reset)
+            if states:
+                hold.states.append(await self._state("requests", item, hold.ident))
+
+    async def _test_tokens(self, hold: Hold, estimate: int, states: bool) -> None:
+        for item in hold.limits.tokens:
+            cost = max(min(estimate, item.amount), 1)
+            if not await self._guard(self._tokens.test(item, hold.ident, cost=cost), True):
+                raise Refused(hold.limits.scope, "tokens", await self._reset(item, hold.ident))
+            if states:
+                hold.states.append(await self._state("tokens", item, hold.ident))
+
+    async def charge(self, hold: Hold, tokens: int) -> None:
+        """Charge real usage; a charge larger than what is left fills the window, so the
+        request in flight may overshoot and the next one gets the 429."""
+        if tokens <= 0:
+            return
+        for item in hold.limits.tokens:
+            if await self._guard(self._tokens.hit(item, hold.ident, cost=tokens), True):
+                continue
+            stats = await self._guard(self._tokens.get_window_stats(item, hold.ident), None)
+            if stats is not None and stats.remaining > 0:
+                await self._guard(self._tokens.hit(item, hold.ident, cost=stats.remaining), True)
+
+    async def release(self, hold: Hold) -> None:
+        if hold.entered:
+            hold.entered = False
+            await self._guard(self.counters.leave(hold.ident), None)
+
+    async def states(self, lim: Limits, ident: str) -> list[WindowState]:
+        """The current state of each window, without using any of it (for /keys/me)."""
+        key = f"{lim.scope}:{ident}"
+        found = [await self._state("requests", item, key) for item in lim.requests]
+        found += [await self._state("tokens", item, key) for item in lim.tokens]
+        return found
+
+    async def in_flight(self, lim: Limits, ident: str) -> int:
+        return await self._guard(self.counters.in_flight(f"{lim.scope}:{ident}"), 0)
+
+    async def _state(self, kind: str, item: limits.RateLimitItem, ident: str) -> WindowState:
+        strategy = self._tokens if kind == "tokens" else self._requests
+        stats = await self._guard(strategy.get_window_stats(item, ident), None)
+        if stats is None:
+            return WindowState(kind, item.amount, item.amount, 0.0)
+        return WindowState(
+            kind, item.amount, stats.remaining, max(stats.reset_time - time.time(), 0)
+        )
+
+    async def _reset(self, item: limits.RateLimitItem, ident: str) -> float:
+        stats = await self._guard(self._tokens.get_window_stats(item, ident), None)
+        if stats is None:
+            return float(item.get_expiry())
+        return max(stats.reset_time - time.time(), 0.0)
+
+    async def _guard(self, operation: Awaitable[T], fallback: T) -> T:
+        """A storage fault is counted, then allowed through or refused (503) per policy."""
+        try:
+            return await operation
+        except _STORAGE_ERRORS as exc:
+            self.metrics.child(self.metrics.storage_errors, "limits").inc()
+            logger.warning("limits storage failed ({}): {}", type(exc).__name__, exc)
+            if self.config.on_storage_error == "deny":
+                message = "Rate limiting is unavailable; the request is refused (policy: deny)."
+                raise ServiceUnavailableError(message, retry_after=1.0) from None
+            return fallback
+
+    async def close(self) -> None:
+        await self.counters.close()
