@@ -48,6 +48,7 @@ from proxy.relay import OpenStreams, StreamContext, count_usage, open_relay, rew
 from proxy.routing.dispatch import Attempt, Dispatcher, Plan
 from proxy.routing.health import HealthBoard
 from proxy.routing.rules import apply_rules, estimate_prompt_tokens
+from proxy.routing.shared import SharedHealth
 from proxy.upstreams.base import UpstreamCall
 from proxy.upstreams.pool import UpstreamPool
 from proxy.wire import (
@@ -89,6 +90,7 @@ class Gateway:
         self._rng = random.Random()
         self.dispatcher = Dispatcher(config.retry, self.board, self.metrics, self._rng)
         self.limiter = Limiter(config, self.metrics, SPEND_DIR)
+        self.shared: SharedHealth | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.upstreams = UpstreamPool()
         self.open_streams = OpenStreams()
@@ -112,7 +114,16 @@ class Gateway:
         """Build one pooled client per configured upstream (needs the running loop)."""
         policy = self._policy
         await self.upstreams.update(policy.config.upstreams, policy.unconfigured)
+        storage = policy.config.limits.storage
+        if storage.startswith(("redis://", "rediss://")):
+            self.shared = SharedHealth(storage, self.board)
+            await self.shared.start(self._labels(policy))
+            self.dispatcher.claim_trial = self.shared.claim_trial
         self.started = True
+
+    @staticmethod
+    def _labels(policy: Policy) -> set[str]:
+        return {route.label for model in policy.models.values() for route in model.routes}
 
     async def apply(self, loaded: LoadedConfig) -> None:
         """Swap in a new policy: requests in flight finish on the one they started with;
@@ -121,9 +132,14 @@ class Gateway:
         config = policy.config
         if self.started:
             await self.upstreams.update(config.upstreams, policy.unconfigured)
-        labels = {route.label for model in policy.models.values() for route in model.routes}
+        labels = self._labels(policy)
         self.board.reconfigure(config.circuit_breaker, labels)
-        self.dispatcher = Dispatcher(config.retry, self.board, self.metrics, self._rng)
+        claim = self.shared.claim_trial if self.shared is not None else None
+        self.dispatcher = Dispatcher(
+            config.retry, self.board, self.metrics, self._rng, claim_trial=claim
+        )
+        if self.shared is not None:
+            self.shared.track(labels)
         if config.limits == self._policy.config.limits:
             self.limiter.configure(config)
         else:
@@ -143,6 +159,9 @@ class Gateway:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.upstreams.close()
         await self.limiter.close()
+        if self.shared is not None:
+            await self.shared.close()
+            self.shared = None
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Work that must finish even if the request that started it is cancelled."""

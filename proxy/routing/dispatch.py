@@ -128,8 +128,10 @@ class Dispatcher:
         rng: random.Random,
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
+        claim_trial: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
         self.retry = retry
+        self.claim_trial = claim_trial  # cluster-wide half-open trial (shared state)
         self.board = board
         self.metrics = metrics
         self.rng = rng
@@ -207,6 +209,13 @@ class Dispatcher:
         return result if isinstance(result, tuple) else None
 
     async def _try_route(self, attempt: Attempt, run: _Run[T]) -> tuple[T, Attempt] | _Outcome:
+        label = attempt.route.label
+        if (
+            self.claim_trial is not None
+            and self.board[label].state() == "half-open"
+            and not await self.claim_trial(label)
+        ):
+            return _Outcome.FAILED  # another replica sends this route's trial
         if run.enter is not None and not await run.enter(attempt):
             run.failures.full += 1
             return _Outcome.FULL

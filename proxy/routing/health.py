@@ -17,6 +17,7 @@ from loguru import logger
 from proxy.config import BreakerConfig
 
 Clock = Callable[[], float]
+Listener = Callable[["RouteHealth", str], None]
 EWMA_WEIGHT = 0.3
 
 
@@ -29,7 +30,9 @@ class RouteHealth:
         "inflight",
         "label",
         "latency",
+        "listener",
         "open_until",
+        "opened_at",
         "opens",
         "park_rate_limited",
         "parked_until",
@@ -42,6 +45,8 @@ class RouteHealth:
         self.clock = clock
         self._failures: deque[float] = deque()
         self.open_until = 0.0  # > 0: the breaker is open (until then) or half-open (after)
+        self.opened_at = 0.0  # epoch seconds of the last opening (shared state compares it)
+        self.listener: Listener | None = None  # told of openings, parkings and closings
         self.opens = 0  # consecutive openings, for the growing cooldown
         self.trial = False  # a half-open trial request is in flight
         self.auth_ejected = False
@@ -93,10 +98,8 @@ class RouteHealth:
         )
         if self.open_until:
             logger.info("route {} recovered: breaker closed", self.label)
-        self.open_until = 0.0
-        self.opens = 0
-        self.trial = False
-        self.auth_ejected = False
+            self.adopt_close()
+            self._tell("close")
         self._failures.clear()
 
     def failed(self) -> None:
@@ -122,6 +125,7 @@ class RouteHealth:
         self.trial = False
         self.parked_until = max(self.parked_until, self.clock() + seconds)
         self.park_rate_limited = rate_limited
+        self._tell("park")
 
     def eject(self) -> None:
         """The upstream refused our credentials: out for auth_cooldown."""
@@ -129,6 +133,8 @@ class RouteHealth:
         self.trial = False
         self.auth_ejected = True
         self.open_until = self.clock() + self.config.auth_cooldown
+        self.opened_at = time.time()
+        self._tell("open")
         logger.error(
             "route {} ejected for {:g}s: the upstream refused the proxy's credentials",
             self.label,
@@ -140,8 +146,28 @@ class RouteHealth:
         self.opens += 1
         self.trial = False
         self.open_until = now + cooldown
+        self.opened_at = time.time()
         self._failures.clear()
+        self._tell("open")
         logger.warning("route {} breaker opened for {:g}s: {}", self.label, cooldown, why)
+
+    # -- state another replica reported (shared.py) ------------------------------------------
+
+    def adopt_open(self, until: float, opens: int) -> None:
+        self.open_until = until
+        self.opens = max(self.opens, opens)
+        self.opened_at = time.time()
+        self.trial = False
+
+    def adopt_close(self) -> None:
+        self.open_until = 0.0
+        self.opens = 0
+        self.trial = False
+        self.auth_ejected = False
+
+    def _tell(self, event: str) -> None:
+        if self.listener is not None:
+            self.listener(self, event)
 
 
 class HealthBoard:
@@ -151,11 +177,23 @@ class HealthBoard:
         self.config = config
         self.clock = clock
         self._routes: dict[str, RouteHealth] = {}
+        self._listener: Listener | None = None
+
+    @property
+    def listener(self) -> Listener | None:
+        return self._listener
+
+    @listener.setter
+    def listener(self, listener: Listener | None) -> None:
+        self._listener = listener
+        for health in self._routes.values():
+            health.listener = listener
 
     def __getitem__(self, label: str) -> RouteHealth:
         health = self._routes.get(label)
         if health is None:
             health = self._routes[label] = RouteHealth(label, self.config, self.clock)
+            health.listener = self.listener
         return health
 
     def items(self) -> Iterable[tuple[str, RouteHealth]]:
