@@ -135,11 +135,17 @@ class RouteConfig(Section, frozen=True):
     drop_params: list[str] = []  # fields this route cannot honour: dropped instead of a 400
 
 
+class ModelCacheConfig(Section, frozen=True):
+    ttl: Seconds | None = None  # else cache.ttl
+    deterministic_only: bool | None = None  # else cache.deterministic_only
+
+
 class ModelConfig(Section, frozen=True):
     routes: Annotated[list[RouteConfig], Meta(min_length=1)]
     strategy: Literal["weighted", "priority", "least-busy", "latency"] = "weighted"
     fallbacks: list[NonEmpty] = []  # other public models, tried in order when every route failed
     limits: LimitSpec | None = None  # all callers of this model together
+    cache: ModelCacheConfig | bool | None = None  # overrides the global policy; false disables
     timeout: TimeoutOverride | None = None
 
 
@@ -205,6 +211,17 @@ class LimitsConfig(Section, frozen=True):
     on_storage_error: Literal["allow", "deny"] = "allow"
 
 
+class CacheConfig(Section, frozen=True):
+    backend: Literal["disk", "redis", "memory", "none"] = "disk"
+    path: NonEmpty = ".cache/llm-proxy"  # disk only; a writable volume in containers
+    url: NonEmpty = "redis://localhost:6379/1"  # redis only
+    ttl: Seconds = 3600
+    max_size: Size = "1GiB"
+    deterministic_only: bool = True  # temperature 0 or a seed, unless a model says otherwise
+    shared_across_keys: bool = False  # false: one key never sees another key's answers
+    count_hits_in_request_limits: bool = True
+
+
 class MetricsConfig(Section, frozen=True):
     enabled: bool = True
     path: Annotated[str, Meta(pattern=r"^/")] = "/metrics"
@@ -221,6 +238,7 @@ class ProxyConfig(Section, frozen=True):
     circuit_breaker: BreakerConfig = BreakerConfig()
     prices: dict[str, PriceConfig] = {}  # keyed by the model name sent upstream
     limits: LimitsConfig = LimitsConfig()
+    cache: CacheConfig = CacheConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
 

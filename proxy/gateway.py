@@ -29,6 +29,9 @@ from typing import Any
 import msgspec
 
 from proxy.accounting import RequestRecord
+from proxy.cache.cache import Entry, ResponseCache
+from proxy.cache.flow import CacheFlow, Lookup, usage_of
+from proxy.cache.replay import replay
 from proxy.errors import (
     InvalidRequestError,
     ModelNotFoundError,
@@ -38,7 +41,7 @@ from proxy.errors import (
     UpstreamError,
     UpstreamNotConfiguredError,
 )
-from proxy.limits.limiter import SPEND_DIR, Admission, Limiter
+from proxy.limits.limiter import Admission, Limiter
 from proxy.loader import LoadedConfig, load_dict, load_file
 from proxy.observability.access_log import AccessLog
 from proxy.observability.logging import Redactor
@@ -89,8 +92,10 @@ class Gateway:
         self.metrics.watch_routes(self._route_states)
         self._rng = random.Random()
         self.dispatcher = Dispatcher(config.retry, self.board, self.metrics, self._rng)
-        self.limiter = Limiter(config, self.metrics, SPEND_DIR)
+        self.limiter = Limiter(config, self.metrics, Path(config.cache.path))
         self.shared: SharedHealth | None = None
+        self.cache = ResponseCache(config.cache, self.metrics)
+        self.cache_flow = CacheFlow(self.cache, config.cache)
         self._background: set[asyncio.Task[None]] = set()
         self.upstreams = UpstreamPool()
         self.open_streams = OpenStreams()
@@ -140,10 +145,14 @@ class Gateway:
         )
         if self.shared is not None:
             self.shared.track(labels)
+        if config.cache != self._policy.config.cache:
+            old_cache, self.cache = self.cache, ResponseCache(config.cache, self.metrics)
+            self.cache_flow = CacheFlow(self.cache, config.cache)
+            self._spawn(old_cache.close())
         if config.limits == self._policy.config.limits:
             self.limiter.configure(config)
         else:
-            old, self.limiter = self.limiter, Limiter(config, self.metrics, SPEND_DIR)
+            old, self.limiter = self.limiter, Limiter(config, self.metrics, Path(config.cache.path))
             self._spawn(old.close())
         self.redactor.update(policy.secrets)
         self.access_log = AccessLog(config.logging, self.redactor)
@@ -159,6 +168,7 @@ class Gateway:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.upstreams.close()
         await self.limiter.close()
+        await self.cache.close()
         if self.shared is not None:
             await self.shared.close()
             self.shared = None
@@ -191,6 +201,7 @@ class Gateway:
         self.metrics.inflight.inc()
         streaming = False
         admission: Admission | None = None
+        lookup = Lookup(None)
         try:
             policy = self._policy
             caller = policy.authenticate(authorization)
@@ -199,19 +210,28 @@ class Gateway:
             record.stream = bool(head.stream)
             resolved = self._resolve(policy, caller, head, headers)
             record.model = resolved.policy.name
+            lookup = await self._look_up(policy, resolved, head, body, caller, headers)
+            self.metrics.child(self.metrics.cache_requests, lookup.result).inc()
+            if lookup.entry is not None:
+                return await self._serve_hit(lookup.entry, head, caller, resolved, record)
             plans = self._plans(policy, resolved, head, body, request_id)
             estimate = estimate_prompt_tokens(head)
             admission = await self.limiter.admit(caller, resolved.policy.name, estimate)
             if head.stream:
-                result = await self._stream(plans, head, record, admission)
+                result = await self._stream(plans, head, record, admission, lookup)
                 streaming = True
-                return result
-            return await self._complete(plans, record, admission)
+            else:
+                result = await self._complete(plans, record, admission, lookup)
+            result.headers["x-llm-proxy-cache"] = lookup.result
+            return result
         except Exception as exc:
             record.status = getattr(exc, "status", 500)
             record.error = getattr(exc, "message", type(exc).__name__)
-            if admission is not None and isinstance(exc, ProxyError):
-                exc.headers.update(admission.headers)
+            self.cache_flow.land(lookup, None)
+            if isinstance(exc, ProxyError):
+                exc.headers["x-llm-proxy-cache"] = lookup.result
+                if admission is not None:
+                    exc.headers.update(admission.headers)
             raise
         finally:
             if not streaming:
@@ -219,6 +239,46 @@ class Gateway:
                     await self.limiter.release(admission)
                 record.finish(self.metrics, self.access_log)
                 self.metrics.inflight.dec()
+
+    async def _look_up(
+        self,
+        policy: Policy,
+        resolved: ResolvedModel,
+        head: ChatRequestHead,
+        body: bytes,
+        caller: Caller,
+        headers: Mapping[str, str],
+    ) -> Lookup:
+        model_cache = policy.config.models[resolved.policy.name].cache
+        return await self.cache_flow.lookup(
+            model_cache, head, body, caller.name, resolved.public, headers.get("cache-control")
+        )
+
+    async def _serve_hit(
+        self,
+        entry: Entry,
+        head: ChatRequestHead,
+        caller: Caller,
+        resolved: ResolvedModel,
+        record: RequestRecord,
+    ) -> ChatResult:
+        """A cached answer: request limits count it (unless configured otherwise); tokens and
+        spend do not; its usage shows the original counts."""
+        headers = {
+            "x-llm-proxy-cache": "hit",
+            "x-llm-proxy-route": entry.route,
+            "x-llm-proxy-attempts": "0",
+        }
+        if self._policy.config.cache.count_hits_in_request_limits:
+            admission = await self.limiter.admit(caller, resolved.policy.name, 0)
+            await self.limiter.finish(admission, None, None, resolved.policy.name, 0, 0)
+            headers.update(admission.headers)
+        record.route = entry.route
+        if not head.stream:
+            return ChatResult(headers, body=entry.body)
+        wants_usage = bool(head.stream_options and head.stream_options.include_usage)
+        chunks = replay(_decode(entry.body), wants_usage)
+        return ChatResult(headers, stream=_once(chunks))
 
     def _validate(self, policy: Policy, body: bytes) -> ChatRequestHead:
         if len(body) > policy.max_body_bytes:
@@ -304,7 +364,7 @@ class Gateway:
         return UpstreamError(f"The model `{resolved.public}` has no usable route.")
 
     async def _complete(
-        self, plans: Iterator[Plan], record: RequestRecord, admission: Admission
+        self, plans: Iterator[Plan], record: RequestRecord, admission: Admission, lookup: Lookup
     ) -> ChatResult:
         async def call(attempt: Attempt) -> tuple[bytes, Any]:
             reply = await attempt.upstream.complete(attempt.call)
@@ -313,6 +373,7 @@ class Gateway:
         enter, leave = self._route_gates(admission)
         (body, usage), attempt = await self.dispatcher.run(plans, call, record, enter, leave)
         count_usage(record, usage)
+        self.cache_flow.store_completion(lookup, body, attempt.route.label)
         prompt = record.prompt_tokens if usage else admission.estimate
         await self.limiter.finish(
             admission,
@@ -343,6 +404,7 @@ class Gateway:
         head: ChatRequestHead,
         record: RequestRecord,
         admission: Admission,
+        lookup: Lookup,
     ) -> ChatResult:
         async def call(attempt: Attempt) -> AsyncIterator[list[bytes]]:
             events = attempt.upstream.stream(attempt.call)
@@ -351,7 +413,7 @@ class Gateway:
                 if not first:
                     upstream = attempt.route.upstream
                     raise UpstreamError(f"The upstream '{upstream}' sent an empty stream.")
-                context = self._stream_context(attempt, head, record, admission)
+                context = self._stream_context(attempt, head, record, admission, lookup)
                 return open_relay(first, events, context)
             except BaseException:
                 await events.aclose()  # type: ignore[attr-defined]
@@ -362,13 +424,23 @@ class Gateway:
         return ChatResult(self._headers(record, attempt, admission), stream=stream)
 
     def _stream_context(
-        self, attempt: Attempt, head: ChatRequestHead, record: RequestRecord, admission: Admission
+        self,
+        attempt: Attempt,
+        head: ChatRequestHead,
+        record: RequestRecord,
+        admission: Admission,
+        lookup: Lookup,
     ) -> StreamContext:
         health = self.board[attempt.route.label]
         health.inflight += 1  # a stream stays in flight (least-busy) until it ends
+        label = attempt.route.label
+
+        def completed(chunks: list[bytes]) -> None:
+            self.cache_flow.store_stream(lookup, chunks, label, usage_of(record))
 
         def ended() -> None:
             health.stream_ended()
+            self.cache_flow.land(lookup, None)  # no-op when the answer was stored
             prompt, completion = record.prompt_tokens, record.completion_tokens
             if not (prompt or completion):  # cut before the usage chunk: estimate it
                 prompt, completion = admission.estimate, record.relayed_bytes // 4
@@ -394,6 +466,8 @@ class Gateway:
             access_log=self.access_log,
             open_streams=self.open_streams,
             on_end=ended,
+            on_complete=completed if lookup.decision is not None else None,
+            collected=[] if lookup.decision is not None else None,
         )
 
     def _headers(
@@ -498,6 +572,10 @@ class Gateway:
             return _typed_chunks(result.stream)
         assert result.body is not None
         return _completion_decoder.decode(result.body)
+
+
+async def _once(batch: list[bytes]) -> AsyncIterator[list[bytes]]:
+    yield batch
 
 
 async def _typed_chunks(

@@ -52,6 +52,13 @@ def _integer(text: str) -> int | str:
         return text
 
 
+def _size(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text.strip()  # "1GiB" and the like; the schema checks the form
+
+
 OVERRIDES: tuple[tuple[str, tuple[str, ...], Callable[[str], Any]], ...] = (
     ("LOG_LEVEL", ("logging", "level"), _upper),
     ("LOG_FILE", ("logging", "file"), str),
@@ -62,6 +69,8 @@ OVERRIDES: tuple[tuple[str, tuple[str, ...], Callable[[str], Any]], ...] = (
     ("DEFAULT_RATE_LIMIT", ("limits", "default", "requests"), _per_second),
     ("DEFAULT_BURST_LIMIT", ("limits", "default", "burst"), _integer),
     ("REDIS_URL", ("limits", "storage"), str),
+    ("CACHE_TTL", ("cache", "ttl"), _number),
+    ("CACHE_MAX_SIZE", ("cache", "max_size"), _size),
 )
 
 
@@ -80,4 +89,30 @@ def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[st
             section = child
         section[path[-1]] = convert(text)
         applied.append(f"{'.'.join(path)} (from {variable})")
+    applied += _cache_switches(data, env)
+    return applied
+
+
+def _cache_switches(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    """CACHE_ENABLED and REDIS_URL choose the cache backend (DESIGN.md, precedence):
+    REDIS_URL moves the cache to Redis unless it is `none`; CACHE_ENABLED=false turns it
+    off, and =true turns a `none` cache on (on disk)."""
+    cache = data.get("cache")
+    if not isinstance(cache, dict):
+        cache = data["cache"] = {}
+    applied = []
+    redis_url = env.get("REDIS_URL")
+    if redis_url and cache.get("backend", "disk") != "none":
+        cache.update(backend="redis", url=redis_url)
+        applied += ["cache.backend (from REDIS_URL)", "cache.url (from REDIS_URL)"]
+    enabled = env.get("CACHE_ENABLED")
+    if enabled:
+        switch = _boolean(enabled)
+        if switch is False:
+            cache["backend"] = "none"
+        elif switch is True and cache.get("backend", "disk") == "none":
+            cache["backend"] = "disk"
+        else:
+            cache["enabled"] = enabled  # not a boolean: the schema names the key
+        applied.append("cache.backend (from CACHE_ENABLED)")
     return applied

@@ -103,6 +103,8 @@ class StreamContext:
     access_log: AccessLog
     open_streams: OpenStreams = field(default_factory=OpenStreams)
     on_end: Callable[[], None] | None = None  # e.g. the route's in-flight count
+    on_complete: Callable[[list[bytes]], None] | None = None  # every chunk, when it finished
+    collected: list[bytes] | None = None  # the chunks relayed, kept for on_complete
     ending: bool = False
 
 
@@ -183,14 +185,18 @@ class _ChunkRewriter:
         """The rewritten chunks, and the failure that stopped the batch (the chunks before
         it still reach the client)."""
         out: list[bytes] = []
+        failure = None
         for event in events:
             try:
                 payload = self(event)
             except ProxyError as exc:
-                return out, exc
+                failure = exc
+                break
             if payload is not None:
                 out.append(payload)
-        return out, None
+        if self.ctx.collected is not None:
+            self.ctx.collected.extend(out)
+        return out, failure
 
     @property
     def complete(self) -> bool:
@@ -278,6 +284,8 @@ async def _relay(
             raise UpstreamTimeoutError("The stream was open longer than the proxy allows.")
     if not rewrite.complete:
         raise UpstreamError(f"The upstream '{ctx.upstream}' ended the stream early.")
+    if ctx.on_complete is not None and ctx.collected is not None:
+        ctx.on_complete(ctx.collected)
 
 
 def _count_failure(ctx: StreamContext, exc: ProxyError) -> None:

@@ -33,9 +33,11 @@ class PolicyReloader:
         # the file itself, or the symlink a Kubernetes ConfigMap swaps to update it
         self._names = {self.path.name, "..data", "..data_tmp"}
 
-    async def start(self) -> None:
+    async def start(self, watch: bool = True) -> None:
+        """SIGHUP always reloads; `watch` also follows edits to the file."""
         loop = asyncio.get_running_loop()
-        self._task = loop.create_task(self._watch())
+        if watch:
+            self._task = loop.create_task(self._watch())
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
 

@@ -21,16 +21,17 @@ from proxy.reload import PolicyReloader
 
 
 def create_app(gateway: Gateway, policy_path: str | None = None) -> Litestar:
-    """The app; with `policy_path` (and `server.reload`) edits to that file apply live."""
+    """The app; with `policy_path`, SIGHUP reloads that file (and with `server.reload`,
+    edits to it apply live)."""
     policy = gateway.policy
     server = policy.config.server
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await gateway.start()
-        reloader = PolicyReloader(gateway, policy_path) if policy_path and server.reload else None
+        reloader = PolicyReloader(gateway, policy_path) if policy_path else None
         if reloader is not None:
-            await reloader.start()
+            await reloader.start(watch=server.reload)
         # Everything built so far lives as long as the process: keep it out of the
         # collector's full scans, which otherwise show up as latency spikes.
         gc.collect()

@@ -17,8 +17,6 @@ from proxy.limits.store import Hold, Limits, LimitStore, Refused, compile_limits
 from proxy.observability.metrics import Metrics
 from proxy.policy import Caller
 
-SPEND_DIR = Path(".cache/llm-proxy")  # memory storage persists spend here
-
 
 @dataclass(slots=True)
 class Admission:

@@ -70,6 +70,9 @@ class Metrics:
             buckets=OVERHEAD_BUCKETS,
             registry=r,
         )
+        self.cache_requests = Counter(
+            "llm_proxy_cache_requests", "Cache lookups by result", ["result"], registry=r
+        )
         self.rate_limited = Counter(
             "llm_proxy_rate_limited",
             "Requests refused or routes skipped by a limit",

@@ -1,0 +1,1 @@
+"""The response cache: keys, backends (disk, memory, Redis), stream fill and replay."""
