@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxy.observability.access_log import AccessLog
 from proxy.observability.metrics import Metrics
@@ -25,6 +25,8 @@ class RequestRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     relayed_bytes: int = 0  # streamed text sent so far (the estimate for a cut stream)
+    upstream_model: str | None = None  # the model the upstream says answered
+    finish_reasons: list[str] = field(default_factory=list)
     error: str | None = None
     disconnected: bool = False
 

@@ -227,6 +227,10 @@ class MetricsConfig(Section, frozen=True):
     path: Annotated[str, Meta(pattern=r"^/")] = "/metrics"
 
 
+class TracingConfig(Section, frozen=True):
+    enabled: bool = False  # OTLP export, set by the standard OTEL_* variables
+
+
 class ProxyConfig(Section, frozen=True):
     server: ServerConfig = ServerConfig()
     upstreams: dict[str, UpstreamConfig] = {}
@@ -241,6 +245,7 @@ class ProxyConfig(Section, frozen=True):
     cache: CacheConfig = CacheConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
+    tracing: TracingConfig = TracingConfig()
 
 
 UPSTREAM_TYPES: tuple[str, ...] = tuple(

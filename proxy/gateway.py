@@ -46,6 +46,7 @@ from proxy.loader import LoadedConfig, load_dict, load_file
 from proxy.observability.access_log import AccessLog
 from proxy.observability.logging import Redactor
 from proxy.observability.metrics import Metrics
+from proxy.observability.tracing import Tracing
 from proxy.policy import Caller, Policy, ResolvedModel, Route, compile_policy
 from proxy.relay import OpenStreams, StreamContext, count_usage, open_relay, rewrite_completion
 from proxy.routing.dispatch import Attempt, Dispatcher, Plan
@@ -91,7 +92,10 @@ class Gateway:
         self.board = HealthBoard(config.circuit_breaker)
         self.metrics.watch_routes(self._route_states)
         self._rng = random.Random()
-        self.dispatcher = Dispatcher(config.retry, self.board, self.metrics, self._rng)
+        self.tracing = Tracing(config)
+        self.dispatcher = Dispatcher(
+            config.retry, self.board, self.metrics, self._rng, tracing=self.tracing
+        )
         self.limiter = Limiter(config, self.metrics, Path(config.cache.path))
         self.shared: SharedHealth | None = None
         self.cache = ResponseCache(config.cache, self.metrics)
@@ -140,8 +144,14 @@ class Gateway:
         labels = self._labels(policy)
         self.board.reconfigure(config.circuit_breaker, labels)
         claim = self.shared.claim_trial if self.shared is not None else None
+        self.tracing = Tracing(config)
         self.dispatcher = Dispatcher(
-            config.retry, self.board, self.metrics, self._rng, claim_trial=claim
+            config.retry,
+            self.board,
+            self.metrics,
+            self._rng,
+            claim_trial=claim,
+            tracing=self.tracing,
         )
         if self.shared is not None:
             self.shared.track(labels)
@@ -368,11 +378,19 @@ class Gateway:
     ) -> ChatResult:
         async def call(attempt: Attempt) -> tuple[bytes, Any]:
             reply = await attempt.upstream.complete(attempt.call)
-            return rewrite_completion(reply, attempt.model.public, attempt.route.upstream)
+            public, upstream = attempt.model.public, attempt.route.upstream
+            return rewrite_completion(reply, public, upstream, record)
 
         enter, leave = self._route_gates(admission)
         (body, usage), attempt = await self.dispatcher.run(plans, call, record, enter, leave)
         count_usage(record, usage)
+        Tracing.finish(
+            attempt.span,
+            record.upstream_model,
+            record.prompt_tokens,
+            record.completion_tokens,
+            record.finish_reasons,
+        )
         self.cache_flow.store_completion(lookup, body, attempt.route.label)
         prompt = record.prompt_tokens if usage else admission.estimate
         await self.limiter.finish(
@@ -440,6 +458,16 @@ class Gateway:
 
         def ended() -> None:
             health.stream_ended()
+            if record.error:
+                Tracing.fail(attempt.span, Exception(record.error))
+            else:
+                Tracing.finish(
+                    attempt.span,
+                    record.upstream_model,
+                    record.prompt_tokens,
+                    record.completion_tokens,
+                    record.finish_reasons,
+                )
             self.cache_flow.land(lookup, None)  # no-op when the answer was stored
             prompt, completion = record.prompt_tokens, record.completion_tokens
             if not (prompt or completion):  # cut before the usage chunk: estimate it

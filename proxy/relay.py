@@ -33,13 +33,22 @@ class _CompletionView(msgspec.Struct):
 _completion_view = msgspec.json.Decoder(_CompletionView)
 
 
-def rewrite_completion(body: bytes, public_model: str, upstream: str) -> tuple[bytes, Any]:
+def rewrite_completion(
+    body: bytes, public_model: str, upstream: str, record: RequestRecord | None = None
+) -> tuple[bytes, Any]:
     """The client's JSON reply (`model` swapped in place) and the upstream's `usage`."""
     try:
         view = _completion_view.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         _decode_object(body, upstream)  # not JSON, or not an object: say which
         raise UpstreamError(f"The upstream '{upstream}' sent a reply without choices.") from None
+    if record is not None:
+        record.upstream_model = view.model
+        record.finish_reasons = [
+            str(c["finish_reason"])
+            for c in view.choices
+            if isinstance(c, dict) and c.get("finish_reason")
+        ]
     if view.model is not None:
         current = b'"model":' + _encode(view.model)
         position = body.find(current)
@@ -157,6 +166,7 @@ class _ChunkRewriter:
         for choice in view.choices or ():
             if choice.finish_reason:
                 self.finished.add(choice.index)
+                ctx.record.finish_reasons.append(choice.finish_reason)
             if choice.delta is not None and choice.delta.content:
                 ctx.record.relayed_bytes += len(choice.delta.content)
         if view.usage is not msgspec.UNSET and view.usage:
@@ -165,6 +175,7 @@ class _ChunkRewriter:
                 return None  # the usage chunk the proxy asked for, not the client
         if view.model is None:
             return self._slow(event)
+        ctx.record.upstream_model = view.model
         return self._swap_model(event, view.model)
 
     def _swap_model(self, event: bytes, model: str) -> bytes:

@@ -51,6 +51,11 @@ def create_app(gateway: Gateway, policy_path: str | None = None) -> Litestar:
     if policy.config.metrics.enabled:
         handlers.append(metrics_handler(policy.config.metrics.path))
     cors = CORSConfig(allow_origins=list(server.cors_origins)) if server.cors_origins else None
+    plugins = []
+    if policy.config.tracing.enabled:
+        from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+
+        plugins.append(OpenTelemetryPlugin(OpenTelemetryConfig()))
     return Litestar(
         route_handlers=handlers,
         dependencies={"gateway": Provide(provide_gateway, use_cache=True, sync_to_thread=False)},
@@ -61,6 +66,7 @@ def create_app(gateway: Gateway, policy_path: str | None = None) -> Litestar:
         },
         lifespan=[lifespan],
         cors_config=cors,
+        plugins=plugins,
         openapi_config=None,
         logging_config=None,
         request_max_body_size=policy.max_body_bytes,

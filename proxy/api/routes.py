@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
 from litestar.response import Stream
 
 from proxy.api.request_id import AnyRequest, read_headers
@@ -12,10 +14,13 @@ from proxy.api.sse import SSE_HEADERS, sse_frames
 from proxy.gateway import Gateway
 from proxy.wire import Model, ModelList
 
+CACHE_CONTROL = frozenset({b"cache-control"})
+
 
 @post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: AnyRequest, gateway: Gateway) -> Response[Any]:
-    authorization, request_id, headers = read_headers(request, gateway.policy.rule_headers)
+async def chat_completions(request: AnyRequest, gateway: NamedDependency[Gateway]) -> Response[Any]:
+    wanted = gateway.policy.rule_headers | CACHE_CONTROL
+    authorization, request_id, headers = read_headers(request, wanted)
     body = await request.body()
     result = await gateway.handle_chat(body, authorization, request_id, headers)
     headers = {**result.headers, "x-request-id": request_id}
@@ -26,17 +31,19 @@ async def chat_completions(request: AnyRequest, gateway: Gateway) -> Response[An
 
 
 @get("/v1/models")
-async def list_models(request: AnyRequest, gateway: Gateway) -> ModelList:
+async def list_models(request: AnyRequest, gateway: NamedDependency[Gateway]) -> ModelList:
     return gateway.list_models(request.headers.get("authorization"))
 
 
 @get("/v1/models/{model_id:path}")
-async def get_model(request: AnyRequest, gateway: Gateway, model_id: str) -> Model:
+async def get_model(
+    request: AnyRequest, gateway: NamedDependency[Gateway], model_id: FromPath[str]
+) -> Model:
     return gateway.get_model(request.headers.get("authorization"), model_id.lstrip("/"))
 
 
 @get("/v1/proxy/keys/me")
-async def my_key(request: AnyRequest, gateway: Gateway) -> dict[str, Any]:
+async def my_key(request: AnyRequest, gateway: NamedDependency[Gateway]) -> dict[str, Any]:
     authorization, _, _ = read_headers(request)
     return await gateway.key_usage(authorization)
 
@@ -47,7 +54,7 @@ async def liveness() -> dict[str, str]:
 
 
 @get("/health/readiness")
-async def readiness(gateway: Gateway) -> Response[dict[str, str]]:
+async def readiness(gateway: NamedDependency[Gateway]) -> Response[dict[str, str]]:
     if gateway.ready:
         return Response({"status": "ready"})
     reason = "draining" if gateway.draining else "starting"
@@ -55,13 +62,13 @@ async def readiness(gateway: Gateway) -> Response[dict[str, str]]:
 
 
 @get("/health")
-async def health(gateway: Gateway) -> dict[str, Any]:
+async def health(gateway: NamedDependency[Gateway]) -> dict[str, Any]:
     return gateway.health()
 
 
 def metrics_handler(path: str) -> Any:
     @get(path, media_type="text/plain; version=0.0.4")
-    async def metrics(gateway: Gateway) -> bytes:
+    async def metrics(gateway: NamedDependency[Gateway]) -> bytes:
         return gateway.metrics.exposition()
 
     return metrics

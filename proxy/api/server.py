@@ -21,6 +21,7 @@ from proxy.api.app import create_app
 from proxy.gateway import Gateway
 from proxy.loader import LoadedConfig
 from proxy.observability.logging import configure_logging
+from proxy.observability.tracing import configure_exporter
 
 MAX_ACCEPT_GRACE = 2.0  # seconds between readiness 503 and refusing connections
 SHUTDOWN_SLACK = 3.0  # uvicorn cancels what is left this long after the in-band endings
@@ -76,6 +77,8 @@ def run(
     port: int | None = None,
     workers: int | None = None,
 ) -> int:
+    if loaded.config.tracing.enabled:
+        configure_exporter()  # before the gateway, so its tracer comes from this provider
     gateway = Gateway(loaded)
     server = loaded.config.server
     configure_logging(loaded.config.logging, gateway.redactor)

@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from proxy.accounting import RequestRecord
 from proxy.config import RetryConfig
@@ -29,6 +29,7 @@ from proxy.errors import (
     UpstreamTimeoutError,
 )
 from proxy.observability.metrics import Metrics
+from proxy.observability.tracing import Tracing
 from proxy.policy import ResolvedModel, Route
 from proxy.routing.health import HealthBoard
 from proxy.routing.strategies import order_routes
@@ -47,6 +48,7 @@ class Attempt:
     model: ResolvedModel  # the public model this attempt serves
     build: Callable[[], UpstreamCall]
     _call: UpstreamCall | None = None
+    span: Any = None  # the tracing span of the call that answered (None: tracing off)
 
     @property
     def call(self) -> UpstreamCall:
@@ -129,7 +131,9 @@ class Dispatcher:
         sleep: Sleep = asyncio.sleep,
         clock: Callable[[], float] = time.monotonic,
         claim_trial: Callable[[str], Awaitable[bool]] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
+        self.tracing = tracing
         self.retry = retry
         self.claim_trial = claim_trial  # cluster-wide half-open trial (shared state)
         self.board = board
@@ -233,9 +237,14 @@ class Dispatcher:
             record.model = attempt.model.policy.name
             health.begin()
             started = self.clock()
+            if self.tracing is not None:
+                attempt.span = self.tracing.start(
+                    attempt.route.upstream, attempt.call.model, record.request_id
+                )
             try:
                 result = await run.call(attempt)
             except ProxyError as exc:
+                Tracing.fail(attempt.span, exc)
                 record.upstream_seconds += self.clock() - started
                 outcome = self._failed(attempt, exc, failures)
                 if outcome is not None:

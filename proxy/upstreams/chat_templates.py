@@ -21,7 +21,7 @@ import msgspec
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from proxy.errors import InvalidRequestError
+from proxy.errors import UpstreamRejectedError
 
 # Each preset is the model family's own template with the BOS token left out. System
 # messages go where the family expects them (mistral and gemma have no system turn: the
@@ -93,13 +93,13 @@ def template_messages(messages: Sequence[RequestMessage]) -> list[TemplateMessag
     out = []
     for i, message in enumerate(messages):
         if message.role in ("tool", "function"):
-            raise InvalidRequestError(
+            raise UpstreamRejectedError(
                 f"This model's route has no tool support, so a '{message.role}' message "
                 "cannot be sent.",
                 param=f"messages[{i}].role",
             )
         if message.tool_calls:
-            raise InvalidRequestError(
+            raise UpstreamRejectedError(
                 "This model's route has no tool support, so an assistant message cannot "
                 "carry tool_calls.",
                 param=f"messages[{i}].tool_calls",
@@ -115,7 +115,7 @@ def _text(content: str | list[ContentPart] | None, i: int) -> str:
     texts = []
     for j, part in enumerate(content):
         if part.type != "text":
-            raise InvalidRequestError(
+            raise UpstreamRejectedError(
                 f"This model's route takes text only; a '{part.type}' content part cannot be sent.",
                 param=f"messages[{i}].content[{j}]",
             )
@@ -192,11 +192,11 @@ class ChatTemplate:
         try:
             return "".join(template.root_render_func(template.new_context(variables, shared=True)))
         except _TemplateRaise as exc:
-            raise InvalidRequestError(
+            raise UpstreamRejectedError(
                 f"The chat template rejected the messages: {exc}", param="messages"
             ) from None
         except Exception as exc:  # a template is code from the policy: any failure is its own
-            raise InvalidRequestError(
+            raise UpstreamRejectedError(
                 f"The chat template could not render the messages: {exc}", param="messages"
             ) from None
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.errors import InvalidRequestError, ProxyError, UpstreamError
+from proxy.errors import ProxyError, UpstreamError, UpstreamRejectedError
 from proxy.upstreams.hf_common import (
     StopTrimmer,
     cut_at_stop,
@@ -37,7 +37,7 @@ def chat_payload(data: dict[str, Any], model: str) -> tuple[dict[str, Any], list
     out.update((k, v) for k, v in data.items() if v is not None and k != "model")
     n = out.get("n")
     if isinstance(n, int) and n > 1:
-        raise InvalidRequestError(
+        raise UpstreamRejectedError(
             "This model's route returns one choice per request, so 'n' must be 1.", param="n"
         )
     if isinstance(out.get("stop"), str):
@@ -48,7 +48,7 @@ def chat_payload(data: dict[str, Any], model: str) -> tuple[dict[str, Any], list
         dropped.append("top_p")
     if "logit_bias" in out:
         if out["logit_bias"]:
-            raise InvalidRequestError(
+            raise UpstreamRejectedError(
                 "This model's route does not support 'logit_bias'. Leave it out, or list it "
                 "in the route's drop_params to have it ignored.",
                 param="logit_bias",

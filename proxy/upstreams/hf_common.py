@@ -1,5 +1,11 @@
 """Pure pieces every HuggingFace mode shares: ids, request decoding, stop strings, finish
-reasons, chunk bytes, and the interfaces of one request's translation."""
+reasons, chunk bytes, and the interfaces of one request's translation.
+
+A request a route cannot honour is refused with UpstreamRejectedError (an
+InvalidRequestError: 400, `param` naming the field), raised before anything is sent: like
+the upstream's own 400/422 it is the client's fault, so the router neither retries it nor
+counts it against the route's breaker.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from proxy.errors import InvalidRequestError, ProxyError, UpstreamError
+from proxy.errors import ProxyError, UpstreamError, UpstreamRejectedError
 
 encode = msgspec.json.Encoder().encode
 decode = msgspec.json.Decoder().decode
@@ -94,7 +100,7 @@ def convert_request(data: Mapping[str, Any], kind: type[_S]) -> _S:
     except msgspec.ValidationError as exc:
         at = _AT_PATH.search(str(exc))
         reason = _AT_PATH.sub("", str(exc))
-        raise InvalidRequestError(
+        raise UpstreamRejectedError(
             f"Invalid request: {reason}", param=at.group(1) if at else None
         ) from None
 

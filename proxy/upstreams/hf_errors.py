@@ -109,4 +109,5 @@ def _loading(upstream: str, data: dict[str, Any], headers: Mapping[str, str]) ->
         f"The model of upstream '{upstream}' is loading{about}; try again later.",
         code="model_loading",
         retry_after=seconds,
+        cause="503",  # with retry_after: the router parks the route (DESIGN.md, Retries)
     )

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from proxy.errors import InvalidRequestError, ProxyError, UpstreamError
+from proxy.errors import ProxyError, UpstreamError, UpstreamRejectedError
 from proxy.upstreams.chat_templates import ChatTemplate, RequestMessage, template_messages
 from proxy.upstreams.hf_common import (
     ChunkWriter,
@@ -106,7 +106,7 @@ def check_supported(request: TextGenRequest, fields: Iterable[str]) -> None:
         return
     for field, refuses, why in _UNSUPPORTED:
         if refuses(request):
-            raise InvalidRequestError(
+            raise UpstreamRejectedError(
                 f"The '{field}' parameter is not supported by this model's route (a "
                 f"HuggingFace text-generation endpoint {why}). Leave it out, or list it in "
                 "the route's drop_params to have it ignored.",

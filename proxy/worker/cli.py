@@ -14,6 +14,7 @@ import sys
 import threading
 from typing import Any
 
+import msgspec
 import uvicorn
 from loguru import logger
 
@@ -67,12 +68,15 @@ class WorkerServer(uvicorn.Server):
 
 
 def _logging_config() -> LoggingConfig:
-    level = os.environ.get("LOG_LEVEL", "INFO").upper()
-    levels = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-    return LoggingConfig(
-        level=level if level in levels else "INFO",  # type: ignore[arg-type]
-        json=os.environ.get("LOG_JSON", "").lower() == "true",
-    )
+    """LOG_LEVEL and LOG_JSON, as the proxy reads them; anything invalid gives the defaults."""
+    values = {
+        "level": os.environ.get("LOG_LEVEL", "INFO").upper(),
+        "json": os.environ.get("LOG_JSON", "").lower() == "true",
+    }
+    try:
+        return msgspec.convert(values, LoggingConfig)
+    except msgspec.ValidationError:
+        return LoggingConfig()
 
 
 def run_worker(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ class ContinuousBatcher:
     def __init__(self, loaded: LoadedModel, max_batch_size: int, stats: Stats) -> None:
         self.loaded = loaded
         self.stats = stats
-        generation = GenerationConfig(  # type: ignore[no-untyped-call]
+        generation = GenerationConfig(  # type: ignore[no-untyped-call, unused-ignore]
             do_sample=True,
             temperature=0.5,  # not 1.0, or no temperature processor would exist to override
             top_p=0.5,

@@ -53,7 +53,7 @@ class RowSampling(LogitsProcessor):
             best = torch.full_like(out, -float("inf"))
             best.scatter_(-1, out.argmax(dim=-1, keepdim=True), 0.0)
             out = torch.where(self.greedy.unsqueeze(-1), best, out)
-        return out  # type: ignore[return-value]
+        return out  # type: ignore[return-value, unused-ignore]
 
 
 class RowStepper(StoppingCriteria):
@@ -182,7 +182,7 @@ class DynamicBatcher:
         loaded = self.loaded
         inputs = left_padded([j.prompt_ids for j in jobs], loaded.pad_id, loaded.device)
         greedy = all(j.sampling.greedy for j in jobs)
-        config = GenerationConfig(  # type: ignore[no-untyped-call]
+        config = GenerationConfig(  # type: ignore[no-untyped-call, unused-ignore]
             max_new_tokens=max(j.sampling.max_new_tokens for j in jobs),
             do_sample=not greedy,
             # sampling is all RowSampling's: the stock warpers stay off (unset when greedy, or

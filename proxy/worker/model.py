@@ -98,7 +98,7 @@ def eos_ids_of(model: Any, tokenizer: Any) -> frozenset[int]:
 def load_model(model_id: str, device: str, tokenizer: Any) -> LoadedModel:
     """Load the weights (a local folder or a hub id) onto `device`."""
     dtype = pick_dtype(device)
-    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call, unused-ignore]
     model: Any = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype)
     model = model.to(device).eval()
     context = getattr(model.config, "max_position_embeddings", None)

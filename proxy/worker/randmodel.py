@@ -47,7 +47,7 @@ def build_tokenizer(folder: Path, vocab_size: int = 512) -> None:
         show_progress=False,
     )
     tokenizer.train_from_iterator(SENTENCES * 4, trainer=trainer)
-    wrapped = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+    wrapped = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call, unused-ignore]
         tokenizer_object=tokenizer,
         bos_token=None,
         eos_token="<|im_end|>",
@@ -91,7 +91,7 @@ def build_random_model(
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call, unused-ignore]
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
     model.save_pretrained(str(path))

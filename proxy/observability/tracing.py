@@ -1,0 +1,95 @@
+"""OpenTelemetry traces after the GenAI semantic conventions: a client span `chat {model}`
+per upstream attempt (the server span per request comes from Litestar's OTel plugin).
+
+Off by default and free when off: OpenTelemetry is imported only when tracing is enabled,
+and the hot path checks one attribute. Export is OTLP, set by the standard OTEL_*
+variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, ...).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import urlsplit
+
+from proxy.config import ProxyConfig
+
+PROVIDERS = {"openai": "openai", "huggingface": "huggingface", "local": "transformers"}
+
+
+def configure_exporter() -> None:
+    """Install the process's tracer provider, exporting over OTLP/HTTP."""
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    service = os.environ.get("OTEL_SERVICE_NAME", "llm-proxy")
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+
+
+class Tracing:
+    def __init__(self, config: ProxyConfig) -> None:
+        self.tracer: Any = None
+        if config.tracing.enabled:
+            from opentelemetry import trace
+
+            self.tracer = trace.get_tracer("llm-proxy")
+        self.upstreams: dict[str, tuple[str, str | None, int | None]] = {}
+        for name, upstream in config.upstreams.items():
+            url = getattr(upstream, "base_url", None) or getattr(upstream, "url", None) or ""
+            parts = urlsplit(url)
+            provider = PROVIDERS.get(str(upstream.__struct_config__.tag), "unknown")
+            self.upstreams[name] = (provider, parts.hostname, parts.port)
+
+    def start(self, upstream: str, model: str, request_id: str) -> Any:
+        """A client span for one upstream call, or None when tracing is off."""
+        if self.tracer is None:
+            return None
+        from opentelemetry.trace import SpanKind
+
+        provider, host, port = self.upstreams.get(upstream, ("unknown", None, None))
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model,
+            "llm_proxy.upstream": upstream,
+            "llm_proxy.request_id": request_id,
+        }
+        if host:
+            attributes["server.address"] = host
+        if port:
+            attributes["server.port"] = port
+        return self.tracer.start_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes)
+
+    @staticmethod
+    def fail(span: Any, error: Exception) -> None:
+        if span is None:
+            return
+        from opentelemetry.trace import Status, StatusCode
+
+        kind = getattr(error, "cause", None) or getattr(error, "code", None)
+        span.set_attribute("error.type", kind or type(error).__name__)  # status code first
+        span.set_status(Status(StatusCode.ERROR, str(error)))
+        span.end()
+
+    @staticmethod
+    def finish(
+        span: Any,
+        response_model: str | None,
+        input_tokens: int,
+        output_tokens: int,
+        finish_reasons: list[str],
+    ) -> None:
+        if span is None:
+            return
+        if response_model:
+            span.set_attribute("gen_ai.response.model", response_model)
+        span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
+        if finish_reasons:
+            span.set_attribute("gen_ai.response.finish_reasons", finish_reasons)
+        span.end()
