@@ -16,7 +16,6 @@ from collections.abc import (
     Awaitable,
     Callable,
     Coroutine,
-    Iterable,
     Iterator,
     Mapping,
 )
@@ -50,7 +49,7 @@ from proxy.observability.tracing import Tracing
 from proxy.policy import Caller, Policy, ResolvedModel, Route, compile_policy
 from proxy.relay import OpenStreams, StreamContext, count_usage, open_relay, rewrite_completion
 from proxy.routing.dispatch import Attempt, Dispatcher, Plan
-from proxy.routing.health import HealthBoard
+from proxy.routing.health import HealthBoard, RouteHealth
 from proxy.routing.rules import apply_rules, estimate_prompt_tokens
 from proxy.routing.shared import SharedHealth
 from proxy.upstreams.base import UpstreamCall
@@ -90,7 +89,9 @@ class Gateway:
         self.redactor = Redactor(self._policy.secrets)
         self.access_log = AccessLog(config.logging, self.redactor)
         self.board = HealthBoard(config.circuit_breaker)
-        self.metrics.watch_routes(self._route_states)
+        self.board.watcher = self._route_changed
+        for label in self._labels(self._policy):
+            self.metrics.set_route_up(label, True)
         self._rng = random.Random()
         self.tracing = Tracing(config)
         self.dispatcher = Dispatcher(
@@ -143,6 +144,8 @@ class Gateway:
             await self.upstreams.update(config.upstreams, policy.unconfigured)
         labels = self._labels(policy)
         self.board.reconfigure(config.circuit_breaker, labels)
+        for label in labels:
+            self.metrics.set_route_up(label, self.board[label].state() != "open")
         claim = self.shared.claim_trial if self.shared is not None else None
         self.tracing = Tracing(config)
         self.dispatcher = Dispatcher(
@@ -564,10 +567,9 @@ class Gateway:
             "routes": routes,
         }
 
-    def _route_states(self) -> Iterable[tuple[str, bool]]:
-        for model in self._policy.models.values():
-            for route in model.routes:
-                yield route.label, self.board[route.label].state() != "open"
+    def _route_changed(self, health: RouteHealth, event: str) -> None:
+        if event in ("open", "close"):
+            self.metrics.set_route_up(health.label, event == "close")
 
     def stats(self) -> dict[str, list[dict[str, Any]]]:
         return self.metrics.snapshot()

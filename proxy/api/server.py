@@ -11,7 +11,9 @@ import asyncio
 import os
 import signal
 import socket
+import tempfile
 import time
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -69,6 +71,16 @@ class DrainingServer(uvicorn.Server):
             logger.warning("drain time over: ended {} open stream(s) in-band", ended)
 
 
+def _multiprocess_metrics_dir() -> None:
+    """Several worker processes: prometheus_client keeps metrics in shared files."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        for stale in Path(directory).glob("*.db"):
+            stale.unlink()
+    else:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="llm-proxy-metrics-")
+
+
 def run(
     loaded: LoadedConfig,
     path: str,
@@ -105,6 +117,7 @@ def run(
     logger.info("llm-proxy listening on http://{}:{} (policy {})", host, port, path)
     if workers > 1:
         os.environ["LLM_PROXY_CONFIG"] = os.path.abspath(path)
+        _multiprocess_metrics_dir()
         uvicorn.run("proxy.api.app:app_from_environment", factory=True, workers=workers, **options)  # type: ignore[arg-type]
         return 0
     config = uvicorn.Config(create_app(gateway, path), **options)  # type: ignore[arg-type]

@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300, 600)
 FIRST_TOKEN_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
 
-class _RouteUp(Collector):
-    def __init__(self, routes: Callable[[], Iterable[tuple[str, bool]]]) -> None:
-        self._routes = routes
-
-    def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily(
-            "llm_proxy_route_up",
-            "1 when the route takes traffic, 0 when its breaker is open",
-            labels=["route"],
-        )
-        for label, up in self._routes():
-            family.add_metric([label], 1.0 if up else 0.0)
-        yield family
-
-
 class Metrics:
     def __init__(self) -> None:
+        # With several server processes, prometheus_client's multiprocess mode keeps the
+        # values in PROMETHEUS_MULTIPROC_DIR and /metrics adds them up across processes.
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -61,7 +47,17 @@ class Metrics:
             "llm_proxy_upstream_errors", "Failed upstream attempts", ["route", "reason"], registry=r
         )
         self.inflight = Gauge(
-            "llm_proxy_inflight_requests", "Chat requests in progress", registry=r
+            "llm_proxy_inflight_requests",
+            "Chat requests in progress",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.route_up = Gauge(
+            "llm_proxy_route_up",
+            "1 when the route takes traffic, 0 when its breaker is open",
+            ["route"],
+            registry=r,
+            multiprocess_mode="livemin",
         )
         self.overhead = Histogram(
             "llm_proxy_overhead_seconds",
@@ -88,9 +84,8 @@ class Metrics:
         self.reloads = Counter("llm_proxy_config_reloads", "Policy reloads", ["result"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
 
-    def watch_routes(self, routes: Callable[[], Iterable[tuple[str, bool]]]) -> None:
-        """`llm_proxy_route_up`, read from the routes' health at scrape time."""
-        self.registry.register(_RouteUp(routes))
+    def set_route_up(self, label: str, up: bool) -> None:
+        self.child(self.route_up, label).set(1.0 if up else 0.0)
 
     def child(self, metric: MetricWrapperBase, *labels: str) -> Any:
         """The labelled child, cached: `labels()` takes a lock and builds a dict each call."""
@@ -110,6 +105,12 @@ class Metrics:
         self.child(self.tokens, model, route, "completion").inc(completion)
 
     def exposition(self) -> bytes:
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
     def snapshot(self) -> dict[str, list[dict[str, Any]]]:

@@ -37,6 +37,7 @@ class RouteHealth:
         "park_rate_limited",
         "parked_until",
         "trial",
+        "watcher",
     )  # fmt: skip
 
     def __init__(self, label: str, config: BreakerConfig, clock: Clock) -> None:
@@ -47,6 +48,7 @@ class RouteHealth:
         self.open_until = 0.0  # > 0: the breaker is open (until then) or half-open (after)
         self.opened_at = 0.0  # epoch seconds of the last opening (shared state compares it)
         self.listener: Listener | None = None  # told of openings, parkings and closings
+        self.watcher: Listener | None = None  # the same, for metrics
         self.opens = 0  # consecutive openings, for the growing cooldown
         self.trial = False  # a half-open trial request is in flight
         self.auth_ejected = False
@@ -158,16 +160,22 @@ class RouteHealth:
         self.opens = max(self.opens, opens)
         self.opened_at = time.time()
         self.trial = False
+        if self.watcher is not None:
+            self.watcher(self, "open")
 
     def adopt_close(self) -> None:
         self.open_until = 0.0
         self.opens = 0
         self.trial = False
         self.auth_ejected = False
+        if self.watcher is not None:
+            self.watcher(self, "close")
 
     def _tell(self, event: str) -> None:
         if self.listener is not None:
             self.listener(self, event)
+        if self.watcher is not None:
+            self.watcher(self, event)
 
 
 class HealthBoard:
@@ -178,6 +186,7 @@ class HealthBoard:
         self.clock = clock
         self._routes: dict[str, RouteHealth] = {}
         self._listener: Listener | None = None
+        self.watcher: Listener | None = None  # set once, before routes are created
 
     @property
     def listener(self) -> Listener | None:
@@ -194,6 +203,7 @@ class HealthBoard:
         if health is None:
             health = self._routes[label] = RouteHealth(label, self.config, self.clock)
             health.listener = self.listener
+            health.watcher = self.watcher
         return health
 
     def items(self) -> Iterable[tuple[str, RouteHealth]]:
