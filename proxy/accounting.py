@@ -26,6 +26,8 @@ class RequestRecord:
     completion_tokens: int = 0
     relayed_bytes: int = 0  # streamed text sent so far (the estimate for a cut stream)
     upstream_model: str | None = None  # the model the upstream says answered
+    cache: str = "bypass"  # hit | miss | bypass
+    body: bytes | None = None  # the request, logged only with logging.log_bodies
     finish_reasons: list[str] = field(default_factory=list)
     error: str | None = None
     disconnected: bool = False
@@ -44,8 +46,9 @@ class RequestRecord:
         ttft = f"{self.first_token * 1000:.1f}ms" if self.first_token is not None else "-"
         message = (
             f"chat {self.status} model={self.model} route={self.route} key={self.caller} "
-            f"attempts={self.attempts} stream={self.stream} {ms:.1f}ms ttft={ttft} "
-            f"tokens={self.prompt_tokens}/{self.completion_tokens} request_id={self.request_id}"
+            f"attempts={self.attempts} cache={self.cache} stream={self.stream} {ms:.1f}ms "
+            f"ttft={ttft} tokens={self.prompt_tokens}/{self.completion_tokens} "
+            f"request_id={self.request_id}"
         )
         if self.error:
             message += f" error={self.error!r}"
@@ -58,6 +61,7 @@ class RequestRecord:
                 "route": self.route,
                 "status": self.status,
                 "attempts": self.attempts,
+                "cache": self.cache,
                 "stream": self.stream,
                 "duration_ms": round(ms, 2),
                 "ttft_ms": round(self.first_token * 1000, 2) if self.first_token else None,
@@ -66,4 +70,5 @@ class RequestRecord:
                 "disconnected": self.disconnected,
                 "error": self.error,
             },
+            self.body,
         )

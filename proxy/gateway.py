@@ -211,6 +211,8 @@ class Gateway:
         headers: Mapping[str, str] = _NO_HEADERS,
     ) -> ChatResult:
         record = RequestRecord(request_id, time.perf_counter())
+        if self.access_log.log_bodies:
+            record.body = body
         self.metrics.inflight.inc()
         streaming = False
         admission: Admission | None = None
@@ -224,6 +226,7 @@ class Gateway:
             resolved = self._resolve(policy, caller, head, headers)
             record.model = resolved.policy.name
             lookup = await self._look_up(policy, resolved, head, body, caller, headers)
+            record.cache = lookup.result
             self.metrics.child(self.metrics.cache_requests, lookup.result).inc()
             if lookup.entry is not None:
                 return await self._serve_hit(lookup.entry, head, caller, resolved, record)
@@ -537,7 +540,9 @@ class Gateway:
     def ready(self) -> bool:
         return self.started and not self.draining
 
-    def health(self) -> dict[str, Any]:
+    async def health(self) -> dict[str, Any]:
+        """What /health shows: routes and their breakers, recent error rates, storage
+        reachability, the policy version and the last reload."""
         policy = self._policy
         upstreams: dict[str, dict[str, Any]] = {}
         for name, config in policy.config.upstreams.items():
@@ -548,11 +553,14 @@ class Gateway:
         for model in policy.models.values():
             for route in model.routes:
                 state = self.board[route.label]
+                rate, calls = state.error_rate()
                 routes[route.label] = {
                     "upstream": route.upstream,
                     "state": state.state(),
                     "inflight": state.inflight,
                     "latency_ms": round(state.latency * 1000, 1) if state.latency else None,
+                    "error_rate_1m": None if rate is None else round(rate, 3),
+                    "calls_1m": calls,
                 }
         return {
             "status": "draining" if self.draining else ("ok" if self.started else "starting"),
@@ -565,6 +573,10 @@ class Gateway:
             },
             "upstreams": upstreams,
             "routes": routes,
+            "storage": {
+                "limits": await self.limiter.store.reachable(),
+                "cache": await self.cache.reachable(),
+            },
         }
 
     def _route_changed(self, health: RouteHealth, event: str) -> None:

@@ -63,7 +63,7 @@ async def readiness(gateway: NamedDependency[Gateway]) -> Response[dict[str, str
 
 @get("/health")
 async def health(gateway: NamedDependency[Gateway]) -> dict[str, Any]:
-    return gateway.health()
+    return await gateway.health()
 
 
 def metrics_handler(path: str) -> Any:

@@ -76,6 +76,15 @@ class ResponseCache:
         entry = _encode_entry(Entry(time.time(), body, route))
         self._spawn(self._guard(self.backend.set(key, entry, ttl), None))
 
+    async def reachable(self) -> dict[str, Any]:
+        if self.backend is None:
+            return {"backend": "none", "ok": True}
+        try:
+            await self.backend.get("llm-proxy-health")
+        except _BACKEND_ERRORS as exc:
+            return {"backend": self.config.backend, "ok": False, "error": type(exc).__name__}
+        return {"backend": self.config.backend, "ok": True}
+
     # -- single flight ---------------------------------------------------------------------
 
     def lead(self, key: str) -> asyncio.Future[Entry | None] | None:

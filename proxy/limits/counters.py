@@ -21,6 +21,7 @@ class Counters(Protocol):
     async def add_spend(self, key: str, usd: float, ttl: int) -> float: ...
     async def spend(self, key: str) -> float: ...
     async def in_flight(self, key: str) -> int: ...
+    async def ping(self) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -64,6 +65,9 @@ class MemoryCounters:
 
     async def in_flight(self, key: str) -> int:
         return self._inflight.get(key, 0)
+
+    async def ping(self) -> None:
+        return None
 
     async def add_spend(self, key: str, usd: float, ttl: int) -> float:
         total = await self.spend(key) + usd
@@ -162,6 +166,9 @@ class RedisCounters:
     async def in_flight(self, key: str) -> int:
         value = await self._redis.get(self._key("inflight", key))
         return int(value or 0)
+
+    async def ping(self) -> None:
+        await self._redis.ping()
 
     async def add_spend(self, key: str, usd: float, ttl: int) -> float:
         name = self._key("spend", key)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import limits
 import limits.aio.storage
@@ -212,6 +212,15 @@ class LimitStore:
                 message = "Rate limiting is unavailable; the request is refused (policy: deny)."
                 raise ServiceUnavailableError(message, retry_after=1.0) from None
             return fallback
+
+    async def reachable(self) -> dict[str, Any]:
+        if isinstance(self.counters, MemoryCounters):
+            return {"backend": "memory", "ok": True}
+        try:
+            await self.counters.ping()
+        except _STORAGE_ERRORS as exc:
+            return {"backend": "redis", "ok": False, "error": type(exc).__name__}
+        return {"backend": "redis", "ok": True}
 
     async def close(self) -> None:
         await self.counters.close()

@@ -17,6 +17,7 @@ from proxy.observability.logging import Redactor
 
 _LEVELS = {"TRACE": 5, "DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
 _encode = msgspec.json.Encoder().encode
+MAX_LOGGED_BODY = 10_000
 
 
 class AccessLog:
@@ -24,6 +25,7 @@ class AccessLog:
         self, config: LoggingConfig, redactor: Redactor, stream: TextIO | None = None
     ) -> None:
         self.enabled = _LEVELS[config.level] <= _LEVELS["INFO"]
+        self.log_bodies = config.log_bodies
         self.json = config.json
         self.via_loguru = config.file is not None
         self.redact = redactor if config.redact else None
@@ -31,13 +33,17 @@ class AccessLog:
         self._second = -1
         self._stamp = ""
 
-    def write(self, message: str, fields: dict[str, Any]) -> None:
+    def write(self, message: str, fields: dict[str, Any], body: bytes | None = None) -> None:
         if not self.enabled:
             return
         error = fields.get("error")
         if error and self.redact is not None:
             fields["error"] = self.redact(error)
             message = self.redact(message)
+        if self.log_bodies and body is not None:
+            text = body[:MAX_LOGGED_BODY].decode("utf-8", "replace")
+            fields["request_body"] = self.redact(text) if self.redact is not None else text
+            message += f" body={fields['request_body']!r}"
         if self.via_loguru:
             logger.info(message.replace("{", "{{").replace("}", "}}"), **fields)
             return

@@ -19,11 +19,13 @@ from proxy.config import BreakerConfig
 Clock = Callable[[], float]
 Listener = Callable[["RouteHealth", str], None]
 EWMA_WEIGHT = 0.3
+RECENT = 60.0  # seconds of outcomes behind the error rate /health shows
 
 
 class RouteHealth:
     __slots__ = (
         "_failures",
+        "_recent",
         "auth_ejected",
         "clock",
         "config",
@@ -56,6 +58,7 @@ class RouteHealth:
         self.park_rate_limited = False  # parked by an upstream 429 (else a 503 Retry-After)
         self.inflight = 0
         self.latency: float | None = None  # EWMA of time to first byte, seconds
+        self._recent: deque[tuple[float, bool]] = deque()  # (when, failed), for /health
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -78,6 +81,23 @@ class RouteHealth:
             return now >= self.open_until and not self.trial
         return True
 
+    def error_rate(self) -> tuple[float | None, int]:
+        """Share of failed calls in the last RECENT seconds, and how many calls that was."""
+        self._trim(self.clock())
+        calls = len(self._recent)
+        if not calls:
+            return None, 0
+        return sum(failed for _, failed in self._recent) / calls, calls
+
+    def _note(self, failed: bool) -> None:
+        now = self.clock()
+        self._recent.append((now, failed))
+        self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        while self._recent and (self._recent[0][0] < now - RECENT or len(self._recent) > 1000):
+            self._recent.popleft()
+
     def recovery_at(self) -> float:
         return max(self.open_until, self.parked_until)
 
@@ -93,6 +113,7 @@ class RouteHealth:
 
     def succeeded(self, first_byte: float) -> None:
         self.inflight -= 1
+        self._note(False)
         self.latency = (
             first_byte
             if self.latency is None
@@ -107,6 +128,7 @@ class RouteHealth:
     def failed(self) -> None:
         """A transient failure: counts towards opening the breaker."""
         self.inflight -= 1
+        self._note(True)
         now = self.clock()
         if self.trial or (self.open_until and now >= self.open_until):
             self._open(now, f"trial request failed (opening #{self.opens + 1})")

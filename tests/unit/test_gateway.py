@@ -128,7 +128,7 @@ async def test_keys_apply_in_process(fake_openai: FakeOpenAI) -> None:
 
 async def test_health_and_stats_report_state(gateway: Gateway) -> None:
     await gateway.chat(model="chat", messages="x")
-    health = gateway.health()
+    health = await gateway.health()
     assert health["ready"] is True
     assert health["upstreams"]["missing"] == {
         "type": "openai", "configured": False, "missing_env": "LLM_PROXY_TEST_UNSET_KEY",
