@@ -131,7 +131,8 @@ class ModelList(msgspec.Struct):
     object: str = "list"
 
 
-_head_decoder = msgspec.json.Decoder(ChatRequestHead)
+# Lax, as pydantic-based OpenAI-compatible servers are: 54.0 is an integer, "0.5" a number.
+_head_decoder = msgspec.json.Decoder(ChatRequestHead, strict=False)
 _MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 _AT_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 

@@ -35,7 +35,10 @@ def proxy_error(request: AnyRequest, exc: ProxyError) -> Response[bytes]:
 
 
 def http_error(request: AnyRequest, exc: HTTPException) -> Response[bytes]:
-    return render(request, _translate(request, exc))
+    error = _translate(request, exc)
+    if isinstance(exc, MethodNotAllowedException) and exc.headers:
+        error.headers.update(exc.headers)  # Allow: the methods this path takes (RFC 9110)
+    return render(request, error)
 
 
 def unexpected_error(request: AnyRequest, exc: Exception) -> Response[bytes]:

@@ -9,6 +9,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath
 from litestar.response import Stream
 
+from proxy.api.openapi import openapi_document
 from proxy.api.request_id import AnyRequest, read_headers
 from proxy.api.sse import SSE_HEADERS, sse_frames
 from proxy.gateway import Gateway
@@ -66,6 +67,12 @@ async def health(gateway: NamedDependency[Gateway]) -> dict[str, Any]:
     return await gateway.health()
 
 
+@get("/openapi.json", include_in_schema=False)
+async def openapi(gateway: NamedDependency[Gateway]) -> dict[str, Any]:
+    config = gateway.policy.config
+    return openapi_document(config.metrics.path, bool(config.keys))
+
+
 def metrics_handler(path: str) -> Any:
     @get(path, media_type="text/plain; version=0.0.4")
     async def metrics(gateway: NamedDependency[Gateway]) -> bytes:
@@ -74,4 +81,13 @@ def metrics_handler(path: str) -> Any:
     return metrics
 
 
-ROUTES = [chat_completions, list_models, get_model, my_key, liveness, readiness, health]
+ROUTES = [
+    chat_completions,
+    list_models,
+    get_model,
+    my_key,
+    liveness,
+    readiness,
+    health,
+    openapi,
+]

@@ -272,8 +272,9 @@ class TextGenTranslation:
 
 class TextGenStream:
     """TGI token events (`data:{"token": ...}` ..., a final event with `generated_text` and
-    `details`, no [DONE]) as chunks: role first, content with stop strings cut, one finish
-    chunk, then usage when the request asked for it."""
+    `details`, no [DONE]) as chunks: role first, content with stop strings cut (the tokens
+    that arrived in one network read as one chunk), one finish chunk, then usage when the
+    request asked for it."""
 
     __slots__ = ("_chunks", "_started", "_tokens", "_trimmer", "done", "failure", "t")
 
@@ -288,31 +289,42 @@ class TextGenStream:
 
     def feed(self, events: list[bytes]) -> list[bytes]:
         out: list[bytes] = []
+        text: list[str] = []  # the tokens of one network read leave as one content chunk
         for raw in events:
-            try:
-                event = _event_decoder.decode(raw)
-            except msgspec.DecodeError:
-                self.failure = UpstreamError(
-                    f"The upstream '{self.t.upstream}' sent an event that is not a TGI token."
-                )
+            event = self._decode(raw)
+            if event is None:
                 break
-            if event.error is not None:
-                self.failure = stream_error(self.t.upstream, decode(raw))
-                break
-            self._event(event, out)
+            self._event(event, text, out)
             if self.done:
                 break
+        if text:
+            self._content("".join(text), out)
         return out
 
-    def _event(self, event: StreamEvent, out: list[bytes]) -> None:
+    def _decode(self, raw: bytes) -> StreamEvent | None:
+        try:
+            event = _event_decoder.decode(raw)
+        except msgspec.DecodeError:
+            message = f"The upstream '{self.t.upstream}' sent an event that is not a TGI token."
+            self.failure = UpstreamError(message)
+            return None
+        if event.error is not None:
+            self.failure = stream_error(self.t.upstream, decode(raw))
+            return None
+        return event
+
+    def _event(self, event: StreamEvent, text: list[str], out: list[bytes]) -> None:
         token = event.token
         if token is not None:
             self._tokens += 1
-            if not token.special:
-                self._content(self._trimmer.feed(token.text), out)
+            if not token.special:  # TGI's EOS token: never shown
+                text.append(self._trimmer.feed(token.text))
         if event.generated_text is not None or event.details is not None:
             if self._tokens == 0 and event.generated_text:  # a backend that sent no tokens
-                self._content(self._trimmer.feed(event.generated_text), out)
+                text.append(self._trimmer.feed(event.generated_text))
+            text.append(self._trimmer.flush())
+            self._content("".join(text), out)
+            text.clear()
             self._finish(event.details or Details(), out)
 
     def _content(self, text: str, out: list[bytes]) -> None:
@@ -323,7 +335,6 @@ class TextGenStream:
             out.append(self._chunks.content(text))
 
     def _finish(self, details: Details, out: list[bytes]) -> None:
-        self._content(self._trimmer.flush(), out)
         stopped = self._trimmer.stopped
         out.append(self._chunks.finish("stop" if stopped else finish_reason(details.finish_reason)))
         if self.t.include_usage:

@@ -1,0 +1,132 @@
+"""The OpenAPI document (GET /openapi.json), generated from the same msgspec Structs the
+proxy decodes and encodes with, so it describes the real bodies. The request schema holds
+what the proxy itself validates; every other OpenAI field passes through to the upstream."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import msgspec
+
+import proxy
+from proxy.errors import ErrorEnvelope
+from proxy.wire import ChatCompletion, ChatRequestHead, Model, ModelList
+
+REF = "#/components/schemas/{name}"
+ERROR_STATUSES = {
+    "400": "Invalid request (param names the field)",
+    "401": "Missing or unknown client key",
+    "403": "The key may not use this model",
+    "404": "Unknown model or path",
+    "413": "Body too large",
+    "429": "A limit was hit (retry-after), or a budget is spent (insufficient_quota)",
+    "502": "The upstream failed or refused the proxy's credentials",
+    "503": "No usable route, or the upstream is not configured",
+    "504": "The upstream timed out",
+}
+
+
+def _ref(kind: type) -> dict[str, str]:
+    return {"$ref": REF.format(name=kind.__name__)}
+
+
+def _json(kind: type) -> dict[str, Any]:
+    return {"application/json": {"schema": _ref(kind)}}
+
+
+def _errors(*statuses: str) -> dict[str, Any]:
+    return {
+        status: {"description": ERROR_STATUSES[status], "content": _json(ErrorEnvelope)}
+        for status in statuses
+    }
+
+
+@cache
+def openapi_document(metrics_path: str = "/metrics", keys: bool = False) -> dict[str, Any]:
+    """With client keys configured, the /v1 routes need a bearer key; without, the proxy
+    is open and says so."""
+    _, components = msgspec.json.schema_components(
+        [ChatRequestHead, ChatCompletion, ModelList, Model, ErrorEnvelope], ref_template=REF
+    )
+    head = components["ChatRequestHead"]
+    head["additionalProperties"] = True  # OpenAI fields pass through
+    head["if"] = {  # as OpenAI: stream_options only with stream: true
+        "required": ["stream_options"],
+        "properties": {"stream_options": {"type": "object"}},
+    }
+    head["then"] = {"required": ["stream"], "properties": {"stream": {"const": True}}}
+    bearer: list[dict[str, list[str]]] = [{"bearer": []}] if keys else []
+    chat_errors = _errors("400", "401", "403", "404", "413", "429", "502", "503", "504")
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    health = {
+        "200": {
+            "description": "OK",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    }
+    paths: dict[str, Any] = {
+        "/v1/chat/completions": {
+            "post": {
+                "operationId": "createChatCompletion",
+                "security": bearer,
+                "requestBody": {"required": True, "content": _json(ChatRequestHead)},
+                "responses": {
+                    "200": {
+                        "description": "A chat.completion, or with stream: true an event stream",
+                        "content": {
+                            **_json(ChatCompletion),
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **chat_errors,
+                },
+            }
+        },
+        "/v1/models": {
+            "get": {
+                "operationId": "listModels",
+                "security": bearer,
+                "responses": {
+                    "200": {"description": "Models", "content": _json(ModelList)},
+                    **_errors("401"),
+                },
+            }
+        },
+        "/v1/models/{model}": {
+            "get": {
+                "operationId": "retrieveModel",
+                "security": bearer,
+                "parameters": [
+                    {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {"description": "A model", "content": _json(Model)},
+                    **_errors("401", "404"),
+                },
+            }
+        },
+        "/health/liveness": {"get": {"operationId": "liveness", "responses": health}},
+        "/health/readiness": {
+            "get": {
+                "operationId": "readiness",
+                "responses": {**health, "503": {"description": "Not ready"}},
+            }
+        },
+        "/health": {"get": {"operationId": "health", "responses": health}},
+        metrics_path: {
+            "get": {
+                "operationId": "metrics",
+                "responses": {"200": {"description": "Prometheus text", "content": text}},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "llm-proxy", "version": proxy.__version__},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
