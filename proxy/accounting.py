@@ -32,8 +32,7 @@ class RequestRecord:
     error: str | None = None
     disconnected: bool = False
 
-    def finish(self, metrics: Metrics, log: AccessLog) -> None:
-        duration = time.perf_counter() - self.started
+    def _measure(self, metrics: Metrics, duration: float) -> None:
         overhead = max(duration - self.upstream_seconds - self.waited, 0.0)
         metrics.record(self.model, self.route, self.status, duration, overhead)
         if self.first_token is not None:
@@ -42,6 +41,11 @@ class RequestRecord:
             metrics.record_tokens(
                 self.model, self.route, self.prompt_tokens, self.completion_tokens
             )
+
+    def finish(self, metrics: Metrics, log: AccessLog) -> None:
+        duration = time.perf_counter() - self.started
+        if metrics.enabled:
+            self._measure(metrics, duration)
         ms = duration * 1000
         ttft = f"{self.first_token * 1000:.1f}ms" if self.first_token is not None else "-"
         message = (

@@ -85,7 +85,7 @@ class Gateway:
     def __init__(self, loaded: LoadedConfig) -> None:
         self._policy = compile_policy(loaded)
         config = self._policy.config
-        self.metrics = Metrics()
+        self.metrics = Metrics(config.metrics.enabled)
         self.redactor = Redactor(self._policy.secrets)
         self.access_log = AccessLog(config.logging, self.redactor)
         self.board = HealthBoard(config.circuit_breaker)

@@ -15,7 +15,8 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled  # off: the per-request series are not recorded at all
         # With several server processes, prometheus_client's multiprocess mode keeps the
         # values in PROMETHEUS_MULTIPROC_DIR and /metrics adds them up across processes.
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))

@@ -2,8 +2,9 @@
 per upstream attempt (the server span per request comes from Litestar's OTel plugin).
 
 Off by default and free when off: OpenTelemetry is imported only when tracing is enabled,
-and the hot path checks one attribute. Export is OTLP, set by the standard OTEL_*
-variables (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, ...).
+and the hot path checks one attribute. Export follows the standard OTEL_* variables:
+OTEL_TRACES_EXPORTER (otlp, the default | console | none), OTEL_EXPORTER_OTLP_ENDPOINT,
+OTEL_SERVICE_NAME, ...
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ def configure_exporter() -> None:
 
     service = os.environ.get("OTEL_SERVICE_NAME", "llm-proxy")
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    if exporter == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    elif exporter != "none":  # "none": spans are made, nothing is sent
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
 
 
