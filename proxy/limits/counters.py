@@ -12,10 +12,12 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 
 Bucket = tuple[bool, float, int]  # (allowed, seconds until a slot frees, slots left)
+SPEND_FLUSH = 5.0  # memory storage writes spend to its file at most this often
 
 
 class Counters(Protocol):
     async def take(self, key: str, interval: float, capacity: int) -> Bucket: ...
+    async def peek(self, key: str, interval: float, capacity: int) -> tuple[int, float]: ...
     async def enter(self, key: str, cap: int) -> tuple[bool, int]: ...
     async def leave(self, key: str) -> None: ...
     async def add_spend(self, key: str, usd: float, ttl: int) -> float: ...
@@ -23,6 +25,12 @@ class Counters(Protocol):
     async def in_flight(self, key: str) -> int: ...
     async def ping(self) -> None: ...
     async def close(self) -> None: ...
+
+
+def bucket_state(tat: float, now: float, interval: float, capacity: int) -> tuple[int, float]:
+    """(slots left, seconds until the bucket is full again) without taking a slot."""
+    backlog = max(tat - now, 0.0)
+    return max(int((capacity * interval - backlog) / interval), 0), backlog
 
 
 def gcra(tat: float, now: float, interval: float, capacity: int) -> tuple[Bucket, float]:
@@ -43,11 +51,15 @@ class MemoryCounters:
         self._spend: dict[str, tuple[float, float]] = {}  # key -> (usd, expires at)
         self._spend_file = spend_file
         self._dirty = False
+        self._flushed = time.monotonic()
         self._load()
 
     async def take(self, key: str, interval: float, capacity: int) -> Bucket:
         decision, self._tat[key] = gcra(self._tat.get(key, 0.0), time.time(), interval, capacity)
         return decision
+
+    async def peek(self, key: str, interval: float, capacity: int) -> tuple[int, float]:
+        return bucket_state(self._tat.get(key, 0.0), time.time(), interval, capacity)
 
     async def enter(self, key: str, cap: int) -> tuple[bool, int]:
         current = self._inflight.get(key, 0)
@@ -73,6 +85,8 @@ class MemoryCounters:
         total = await self.spend(key) + usd
         self._spend[key] = (total, time.time() + ttl)
         self._dirty = True
+        if time.monotonic() - self._flushed > SPEND_FLUSH:  # a crash loses at most that
+            self.flush()
         return total
 
     async def spend(self, key: str) -> float:
@@ -88,6 +102,7 @@ class MemoryCounters:
         tmp.write_text(json.dumps(self._spend))
         tmp.replace(self._spend_file)
         self._dirty = False
+        self._flushed = time.monotonic()
 
     def _load(self) -> None:
         if self._spend_file is None or not self._spend_file.exists():
@@ -153,6 +168,13 @@ class RedisCounters:
             keys=[self._key("gcra", key)], args=[interval, capacity]
         )
         return bool(allowed), float(wait), int(left)
+
+    async def peek(self, key: str, interval: float, capacity: int) -> tuple[int, float]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(self._key("gcra", key))
+            pipe.time()
+            tat, (seconds, micros) = await pipe.execute()
+        return bucket_state(float(tat or 0.0), seconds + micros / 1e6, interval, capacity)
 
     async def enter(self, key: str, cap: int) -> tuple[bool, int]:
         entered, current = await self._enter(

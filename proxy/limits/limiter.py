@@ -61,13 +61,21 @@ class Limiter:
     async def admit(self, caller: Caller, model: str, estimate: int) -> Admission:
         """Key and model limits and the key's budget: a 429 when any is exhausted."""
         admission = Admission(caller.name, estimate)
+        key_limits, model_limits = self.key_limits(caller), self.models.get(model)
         try:
-            await self._hold(admission, self.key_limits(caller), caller.name, states=True)
             await self._check_budget(caller.name)
-            await self._hold(admission, self.models.get(model), model, states=False)
+            for lim, ident in ((key_limits, caller.name), (model_limits, model)):
+                if lim is not None:
+                    await self.store.check(lim, ident, estimate)  # nothing used yet
+            await self._hold(admission, key_limits, caller.name, states=True)
+            await self._hold(admission, model_limits, model, states=False)
         except Refused as refused:
             await self.release(admission)
             self.metrics.child(self.metrics.rate_limited, refused.scope).inc()
+            if key_limits is not None and not admission.headers:
+                admission.headers = rate_limit_headers(
+                    await self.store.states(key_limits, caller.name)
+                )
             raise _too_many(refused, admission.headers) from None
         except InsufficientQuotaError:
             await self.release(admission)
@@ -80,10 +88,7 @@ class Limiter:
     ) -> None:
         if lim is None:
             return
-        try:
-            hold = await self.store.acquire(lim, ident, admission.estimate, states)
-        except Refused:
-            raise
+        hold = await self.store.acquire(lim, ident, admission.estimate, states)
         admission.holds.append(hold)
         if states:
             admission.headers = rate_limit_headers(hold.states)
@@ -103,20 +108,19 @@ class Limiter:
 
     async def admit_route(self, admission: Admission, label: str, upstream: str) -> bool:
         """The route's and its upstream's limits; False when either is full (skip it)."""
+        pairs = ((self.routes.get(label), label), (self.upstreams.get(upstream), upstream))
+        scopes = [(lim, ident) for lim, ident in pairs if lim is not None]
         held: list[Hold] = []
-        for lim, ident in (
-            (self.routes.get(label), label),
-            (self.upstreams.get(upstream), upstream),
-        ):
-            if lim is None:
-                continue
-            try:
+        try:
+            for lim, ident in scopes:
+                await self.store.check(lim, ident, admission.estimate)
+            for lim, ident in scopes:
                 held.append(await self.store.acquire(lim, ident, admission.estimate, False))
-            except Refused as refused:
-                self.metrics.child(self.metrics.rate_limited, refused.scope).inc()
-                for hold in held:
-                    await self.store.release(hold)
-                return False
+        except Refused as refused:
+            self.metrics.child(self.metrics.rate_limited, refused.scope).inc()
+            for hold in held:
+                await self.store.release(hold)
+            return False
         admission.route_holds[label] = held
         return True
 

@@ -5,7 +5,7 @@ the end). Storage faults follow `on_storage_error`."""
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ T = TypeVar("T")
 STORAGE_TIMEOUT = 0.25  # seconds: a slow Redis is a failed Redis
 _STORAGE_ERRORS = (RedisError, OSError, TimeoutError, limits.errors.StorageError)
 CONCURRENCY_RETRY_AFTER = 1.0
+STORAGE_PAUSE = 1.0  # after a storage fault, seconds before the store is tried again
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,7 @@ class LimitStore:
     def __init__(self, config: LimitsConfig, metrics: Metrics, spend_dir: Path) -> None:
         self.config = config
         self.metrics = metrics
+        self._down_until = 0.0
         self.counters: Counters
         if config.storage.startswith("memory://"):
             self._storage: limits.aio.storage.Storage = limits.aio.storage.MemoryStorage()
@@ -107,14 +109,28 @@ class LimitStore:
             else self._tokens
         )
 
+    async def check(self, lim: Limits, ident: str, estimate: int) -> None:
+        """Raise Refused when a request window is full or the token windows have no room
+        for the prompt estimate; uses nothing (admission tests every scope first)."""
+        key = f"{lim.scope}:{ident}"
+        for item in lim.requests:
+            if not await self._guard(self._requests.test(item, key), True):
+                raise Refused(lim.scope, "requests", await self._reset(item, key))
+        for item in lim.tokens:
+            cost = max(min(estimate, item.amount), 1)
+            if not await self._guard(self._tokens.test(item, key, cost=cost), True):
+                raise Refused(lim.scope, "tokens", await self._reset(item, key))
+
     async def acquire(self, lim: Limits, ident: str, estimate: int, states: bool) -> Hold:
-        """Admit one request in this scope or raise Refused (nothing is held then)."""
+        """Take this scope's share (concurrency, the bucket, the request windows) or raise
+        Refused, holding nothing then. Run `check` on every scope first."""
         hold = Hold(lim, f"{lim.scope}:{ident}")
         try:
             await self._enter(hold)
             await self._take_bucket(hold, states)
             await self._hit_requests(hold, states)
-            await self._test_tokens(hold, estimate, states)
+            if states:
+                hold.states += [await self._state("tokens", i, hold.ident) for i in lim.tokens]
         except Refused:
             await self.release(hold)
             raise
@@ -151,14 +167,6 @@ class LimitStore:
             if states:
                 hold.states.append(await self._state("requests", item, hold.ident))
 
-    async def _test_tokens(self, hold: Hold, estimate: int, states: bool) -> None:
-        for item in hold.limits.tokens:
-            cost = max(min(estimate, item.amount), 1)
-            if not await self._guard(self._tokens.test(item, hold.ident, cost=cost), True):
-                raise Refused(hold.limits.scope, "tokens", await self._reset(item, hold.ident))
-            if states:
-                hold.states.append(await self._state("tokens", item, hold.ident))
-
     async def charge(self, hold: Hold, tokens: int) -> None:
         """Charge real usage; a charge larger than what is left fills the window, so the
         request in flight may overshoot and the next one gets the 429."""
@@ -177,9 +185,17 @@ class LimitStore:
             await self._guard(self.counters.leave(hold.ident), None)
 
     async def states(self, lim: Limits, ident: str) -> list[WindowState]:
-        """The current state of each window, without using any of it (for /keys/me)."""
+        """The current state of each window and the bucket, using none of it (for /keys/me
+        and the headers of a 429)."""
         key = f"{lim.scope}:{ident}"
-        found = [await self._state("requests", item, key) for item in lim.requests]
+        found = []
+        if lim.bucket is not None:
+            interval, capacity = lim.bucket
+            left, reset = await self._guard(
+                self.counters.peek(key, interval, capacity), (capacity, 0.0)
+            )
+            found.append(WindowState("requests", capacity, left, reset))
+        found += [await self._state("requests", item, key) for item in lim.requests]
         found += [await self._state("tokens", item, key) for item in lim.tokens]
         return found
 
@@ -202,16 +218,27 @@ class LimitStore:
         return max(stats.reset_time - time.time(), 0.0)
 
     async def _guard(self, operation: Awaitable[T], fallback: T) -> T:
-        """A storage fault is counted, then allowed through or refused (503) per policy."""
+        """A storage fault is counted, then allowed through or refused (503) per policy.
+        After a fault the store is left alone for STORAGE_PAUSE: a slow Redis costs one
+        timeout per pause, not one per call."""
+        if time.monotonic() < self._down_until:
+            if isinstance(operation, Coroutine):
+                operation.close()
+            return self._fallback(fallback)
         try:
             return await operation
         except _STORAGE_ERRORS as exc:
-            self.metrics.child(self.metrics.storage_errors, "limits").inc()
+            self._down_until = time.monotonic() + STORAGE_PAUSE
             logger.warning("limits storage failed ({}): {}", type(exc).__name__, exc)
-            if self.config.on_storage_error == "deny":
-                message = "Rate limiting is unavailable; the request is refused (policy: deny)."
-                raise ServiceUnavailableError(message, retry_after=1.0) from None
-            return fallback
+            return self._fallback(fallback)
+
+    def _fallback(self, fallback: T) -> T:
+        """A storage operation that failed or was skipped: counted, then allowed or denied."""
+        self.metrics.child(self.metrics.storage_errors, "limits").inc()
+        if self.config.on_storage_error == "deny":
+            message = "Rate limiting is unavailable; the request is refused (policy: deny)."
+            raise ServiceUnavailableError(message, retry_after=1.0)
+        return fallback
 
     async def reachable(self) -> dict[str, Any]:
         if isinstance(self.counters, MemoryCounters):
