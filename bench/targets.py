@@ -166,4 +166,13 @@ def registry(asgi: list[str]) -> dict[str, Target]:
     from bench.routing import reload_target, routing_target
 
     targets += [routing_target(), reload_target()]
+    from bench.limits import limits_targets
+
+    targets += limits_targets()
+    from bench.cache import cache_targets
+
+    targets += cache_targets()
+    from bench.observability import no_metrics_target, tracing_target
+
+    targets += [no_metrics_target(), tracing_target()]
     return {t.name: t for t in targets}

@@ -251,6 +251,7 @@ class Gateway:
             raise
         finally:
             if not streaming:
+                self.cache_flow.land(lookup, None)  # e.g. cancelled: followers go on alone
                 if admission is not None and not admission.finished:
                     await self.limiter.release(admission)
                 record.finish(self.metrics, self.access_log)
@@ -286,7 +287,7 @@ class Gateway:
             "x-llm-proxy-attempts": "0",
         }
         if self._policy.config.cache.count_hits_in_request_limits:
-            admission = await self.limiter.admit(caller, resolved.policy.name, 0)
+            admission = await self.limiter.admit(caller, resolved.policy.name, 0, cached=True)
             await self.limiter.finish(admission, None, None, resolved.policy.name, 0, 0)
             headers.update(admission.headers)
         record.route = entry.route

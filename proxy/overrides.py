@@ -101,18 +101,19 @@ def _cache_switches(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
     if not isinstance(cache, dict):
         cache = data["cache"] = {}
     applied = []
-    redis_url = env.get("REDIS_URL")
-    if redis_url and cache.get("backend", "disk") != "none":
-        cache.update(backend="redis", url=redis_url)
-        applied += ["cache.backend (from REDIS_URL)", "cache.url (from REDIS_URL)"]
     enabled = env.get("CACHE_ENABLED")
     if enabled:
         switch = _boolean(enabled)
         if switch is False:
             cache["backend"] = "none"
-        elif switch is True and cache.get("backend", "disk") == "none":
-            cache["backend"] = "disk"
+        elif switch is True:
+            if cache.get("backend", "disk") == "none":
+                cache["backend"] = "disk"
         else:
             cache["enabled"] = enabled  # not a boolean: the schema names the key
         applied.append("cache.backend (from CACHE_ENABLED)")
+    redis_url = env.get("REDIS_URL")
+    if redis_url and cache.get("backend", "disk") != "none":
+        cache.update(backend="redis", url=redis_url)
+        applied += ["cache.backend (from REDIS_URL)", "cache.url (from REDIS_URL)"]
     return applied

@@ -58,15 +58,19 @@ class Limiter:
     def key_limits(self, caller: Caller) -> Limits | None:
         return self.keys.get(caller.name, self.default)
 
-    async def admit(self, caller: Caller, model: str, estimate: int) -> Admission:
-        """Key and model limits and the key's budget: a 429 when any is exhausted."""
+    async def admit(
+        self, caller: Caller, model: str, estimate: int, cached: bool = False
+    ) -> Admission:
+        """Key and model limits and the key's budget: a 429 when any is exhausted. A cached
+        answer (`cached`) counts against request limits only: it costs no tokens, no spend."""
         admission = Admission(caller.name, estimate)
         key_limits, model_limits = self.key_limits(caller), self.models.get(model)
         try:
-            await self._check_budget(caller.name)
+            if not cached:
+                await self._check_budget(caller.name)
             for lim, ident in ((key_limits, caller.name), (model_limits, model)):
                 if lim is not None:
-                    await self.store.check(lim, ident, estimate)  # nothing used yet
+                    await self.store.check(lim, ident, estimate, tokens=not cached)
             await self._hold(admission, key_limits, caller.name, states=True)
             await self._hold(admission, model_limits, model, states=False)
         except Refused as refused:

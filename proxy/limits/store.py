@@ -109,14 +109,14 @@ class LimitStore:
             else self._tokens
         )
 
-    async def check(self, lim: Limits, ident: str, estimate: int) -> None:
+    async def check(self, lim: Limits, ident: str, estimate: int, tokens: bool = True) -> None:
         """Raise Refused when a request window is full or the token windows have no room
         for the prompt estimate; uses nothing (admission tests every scope first)."""
         key = f"{lim.scope}:{ident}"
         for item in lim.requests:
             if not await self._guard(self._requests.test(item, key), True):
                 raise Refused(lim.scope, "requests", await self._reset(item, key))
-        for item in lim.tokens:
+        for item in lim.tokens if tokens else ():
             cost = max(min(estimate, item.amount), 1)
             if not await self._guard(self._tokens.test(item, key, cost=cost), True):
                 raise Refused(lim.scope, "tokens", await self._reset(item, key))

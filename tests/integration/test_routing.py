@@ -20,7 +20,6 @@ from fakes.proxy_harness import UPSTREAM_KEY, ProxyLauncher, RunningProxy
 
 from .conftest import USER_MESSAGES
 
-pending_cache = pytest.mark.skip(reason="pending: the response cache arrives with issue 7")
 
 def routing_policy(base_url: str) -> dict[str, Any]:
     def routes(*models: str) -> list[dict[str, str]]:
@@ -46,6 +45,7 @@ def routing_policy(base_url: str) -> dict[str, Any]:
         ],
         "retry": {"attempts": 3, "initial_delay": 0.01, "max_delay": 0.05, "deadline": 30},
         "circuit_breaker": {"failures": 100},
+        "cache": {"backend": "memory", "ttl": 600},
     }
 
 
@@ -144,7 +144,6 @@ def test_rule_rewrites_the_model(rclient: openai.OpenAI, fake_openai: FakeOpenAI
     assert upstream_models(fake_openai) == ["cheap", "big"]
 
 
-@pending_cache
 def test_cache_hit_json_and_replayed_as_stream(
     rclient: openai.OpenAI, fake_openai: FakeOpenAI
 ) -> None:
@@ -168,7 +167,6 @@ def test_cache_hit_json_and_replayed_as_stream(
     assert len(fake_openai.chat_requests) == 1
 
 
-@pending_cache
 def test_cache_control_no_cache_refreshes(rclient: openai.OpenAI, fake_openai: FakeOpenAI) -> None:
     messages = [{"role": "user", "content": f"refresh me {time.time_ns()}"}]
     rclient.chat.completions.create(model="cached-model", messages=messages, temperature=0)
@@ -181,7 +179,6 @@ def test_cache_control_no_cache_refreshes(rclient: openai.OpenAI, fake_openai: F
     assert len(fake_openai.chat_requests) == 2
 
 
-@pending_cache
 def test_non_deterministic_requests_are_not_cached(
     rclient: openai.OpenAI, fake_openai: FakeOpenAI
 ) -> None:
