@@ -175,4 +175,7 @@ def registry(asgi: list[str]) -> dict[str, Target]:
     from bench.observability import no_metrics_target, tracing_target
 
     targets += [no_metrics_target(), tracing_target()]
+    from bench.tgi_upstream import hf_textgen_target
+
+    targets.append(hf_textgen_target())
     return {t.name: t for t in targets}

@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from bench import tgi_upstream
+
 JSON_PATH = "/json/v1/chat/completions"
 STREAM_PATH = "/stream/v1/chat/completions"
 HEALTH_PATH = "/health"
@@ -119,6 +121,7 @@ http {{
         location = {HEALTH_PATH} {{ default_type text/plain; return 200 'ok'; }}
         location = {JSON_PATH} {{ default_type application/json; error_page 405 =200 $uri; }}
         location = {STREAM_PATH} {{ default_type text/event-stream; error_page 405 =200 $uri; }}
+{tgi_upstream.nginx_locations()}
     }}
 }}
 """
@@ -130,6 +133,7 @@ def nginx_argv(tmp: Path, port: int) -> list[str]:
         file = tmp / "www" / path.lstrip("/")
         file.parent.mkdir(parents=True, exist_ok=True)
         file.write_text(body)
+    tgi_upstream.write_bodies(tmp)
     conf = tmp / "nginx.conf"
     conf.write_text(nginx_config(tmp, port))
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"

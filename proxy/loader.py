@@ -385,6 +385,21 @@ def _check_upstreams(data: dict[str, Any], add: Callable[[KeyPath, str], None]) 
         api = upstream.get("api", "text-generation")
         if upstream.get("type") == "huggingface" and api == "tgi" and "base_url" not in upstream:
             add(("upstreams", name, "base_url"), "api 'tgi' needs the TGI server's base_url")
+        template = upstream.get("chat_template", "chatml")
+        if upstream.get("type") == "huggingface" and api != "chat" and isinstance(template, str):
+            problem = _template_problem(template)
+            if problem:
+                add(("upstreams", name, "chat_template"), problem)
+
+
+def _template_problem(template: str) -> str | None:
+    from proxy.upstreams.chat_templates import ChatTemplate
+
+    try:
+        ChatTemplate.from_config(template)
+    except ValueError as exc:
+        return f"not a valid chat template: {exc}"
+    return None
 
 
 def _check_keys(data: dict[str, Any], add: Callable[[KeyPath, str], None]) -> None:

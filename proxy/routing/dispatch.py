@@ -92,8 +92,9 @@ class Failures:
                 retry_after=1.0,
             )
         if not self.errors and self.parks:
+            latest = self.parks[-1].message  # e.g. the model is still loading
             return ServiceUnavailableError(
-                "No upstream of this model can take the request now; try again later.",
+                f"No upstream of this model can take the request now: {latest}",
                 retry_after=_earliest(self.parks),
             )
         rejected = [e for e in self.errors if isinstance(e, UpstreamRejectedError)]

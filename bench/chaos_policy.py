@@ -1,0 +1,124 @@
+"""The policies of the chaos run: a realistic one (weighted and priority routes, fallbacks,
+breakers, key limits, a Redis cache and Redis limits), the valid change written during the run,
+and the invalid file written after it."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from bench.chaos_faults import Timeouts
+
+KEYS = {"svc": "sk-chaos-svc-0001", "tight": "sk-chaos-tight-0002", "batch": "sk-chaos-batch-0003"}
+UPSTREAM_KEYS = {
+    "up-a": "sk-chaos-upstream-A-secret",
+    "up-b": "sk-chaos-upstream-B-secret",
+    "up-c": "sk-chaos-upstream-C-secret",
+    "up-long": "sk-chaos-upstream-L-secret",
+}
+DRAIN_TIMEOUT = 12.0  # > retry.deadline + one attempt's total: every JSON request can finish
+DEADLINE = 6.0
+
+# The public models a request may name, and the names its answer may carry (fallbacks).
+FALLBACKS = {
+    "chat-weighted": ("chat-weighted", "chat-backup"),
+    "chat-priority": ("chat-priority", "chat-backup"),
+    "chat-cached": ("chat-cached",),
+    "chat-backup": ("chat-backup",),
+    "chat-new": ("chat-new", "chat-backup"),
+    "chat-long": ("chat-long",),
+}
+
+
+def chaos_policy(urls: dict[str, str], redis_url: str, timeouts: Timeouts) -> dict[str, Any]:
+    """`urls`: upstream name -> its /v1 base URL (up-a flaky, up-b slow, up-c backup, up-long)."""
+
+    def upstream(name: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "type": "openai",
+            "base_url": urls[name],
+            "api_key": UPSTREAM_KEYS[name],
+            "timeout": timeouts.as_policy(),
+            **extra,
+        }
+
+    redis_db1 = redis_url.rsplit("/", 1)[0] + "/1"
+    return {
+        "server": {"drain_timeout": DRAIN_TIMEOUT, "max_stream_seconds": 60},
+        "upstreams": {
+            "up-a": upstream("up-a"),
+            "up-b": upstream("up-b", limits={"requests": "200/second"}),
+            "up-c": upstream("up-c"),
+            "up-long": upstream(
+                "up-long", timeout={"connect": 1, "first_token": 5, "idle": 5, "total": 30}
+            ),
+        },
+        "models": {
+            "chat-weighted": {
+                "strategy": "weighted",
+                "routes": [
+                    {"upstream": "up-a", "model": "a-weighted", "weight": 3},
+                    {"upstream": "up-b", "model": "b-weighted", "weight": 1},
+                ],
+                "fallbacks": ["chat-backup"],
+            },
+            "chat-priority": {
+                "strategy": "priority",
+                "routes": [
+                    {"upstream": "up-b", "model": "b-priority"},
+                    {"upstream": "up-a", "model": "a-priority"},
+                ],
+                "fallbacks": ["chat-backup"],
+            },
+            "chat-cached": {
+                "strategy": "priority",
+                "routes": [
+                    {"upstream": "up-a", "model": "a-cached"},
+                    {"upstream": "up-c", "model": "c-cached"},
+                ],
+                "cache": {"ttl": 300},
+            },
+            "chat-backup": {"routes": [{"upstream": "up-c", "model": "c-backup"}]},
+            "chat-long": {"routes": [{"upstream": "up-long", "model": "long"}]},
+        },
+        "keys": [
+            {"name": "svc", "key": KEYS["svc"], "limits": {"concurrency": 64}},
+            {
+                "name": "tight",
+                "key": KEYS["tight"],
+                "limits": {"requests": "4/second", "tokens": "20000/minute"},
+            },
+            {"name": "batch", "key": KEYS["batch"], "limits": {"requests": "6000/minute"}},
+        ],
+        "limits": {"storage": redis_url, "on_storage_error": "allow"},
+        "cache": {"backend": "redis", "url": redis_db1, "ttl": 300},
+        "retry": {"attempts": 2, "initial_delay": 0.05, "max_delay": 2.0, "deadline": DEADLINE},
+        "circuit_breaker": {
+            "failures": 5,
+            "window": 10,
+            "cooldown": 2,
+            "max_cooldown": 8,
+            "auth_cooldown": 5,
+        },
+        "logging": {"level": "INFO"},
+    }
+
+
+def changed_policy(policy: dict[str, Any]) -> dict[str, Any]:
+    """The valid edit: a new model, and the weighted split turned 1:1."""
+    changed = copy.deepcopy(policy)
+    changed["models"]["chat-new"] = {
+        "routes": [{"upstream": "up-c", "model": "c-new"}],
+        "fallbacks": ["chat-backup"],
+    }
+    for route in changed["models"]["chat-weighted"]["routes"]:
+        route["weight"] = 1
+    return changed
+
+
+def invalid_policy(policy: dict[str, Any]) -> dict[str, Any]:
+    """The bad edit: a route to an upstream that does not exist and a timeout that is text."""
+    invalid = copy.deepcopy(policy)
+    invalid["models"]["chat-new"]["routes"].append({"upstream": "nowhere", "model": "x"})
+    invalid["upstreams"]["up-a"]["timeout"] = {"total": "soon"}
+    return invalid
