@@ -24,6 +24,7 @@ from pathlib import Path
 from random import getrandbits as _random_bits
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 
@@ -39,6 +40,7 @@ from proxy.errors import (
     RequestTooLargeError,
     UpstreamError,
     UpstreamNotConfiguredError,
+    UpstreamRejectedError,
 )
 from proxy.limits.limiter import Admission, Limiter
 from proxy.loader import LoadedConfig, load_dict, load_file
@@ -60,6 +62,7 @@ from proxy.wire import (
     ChatRequestHead,
     Model,
     ModelList,
+    decode_body,
     decode_chat_head,
 )
 
@@ -68,6 +71,7 @@ _encode = msgspec.json.Encoder().encode
 _completion_decoder = msgspec.json.Decoder(ChatCompletion)
 _chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
 _NO_HEADERS: Mapping[str, str] = {}
+_SAFE = "/:@-._~+"  # what x-llm-proxy-route shows unescaped (model ids are client text)
 
 
 @dataclass(slots=True)
@@ -241,6 +245,10 @@ class Gateway:
             result.headers["x-llm-proxy-cache"] = lookup.result
             return result
         except Exception as exc:
+            if isinstance(
+                exc, UpstreamRejectedError
+            ):  # the upstream's own words: may quote our key
+                exc.message = self.redactor(exc.message)
             record.status = getattr(exc, "status", 500)
             record.error = getattr(exc, "message", type(exc).__name__)
             self.cache_flow.land(lookup, None)
@@ -509,7 +517,9 @@ class Gateway:
         self, record: RequestRecord, attempt: Attempt, admission: Admission
     ) -> dict[str, str]:
         return {
-            "x-llm-proxy-route": f"{attempt.route.upstream}/{attempt.call.model}",
+            "x-llm-proxy-route": quote(
+                f"{attempt.route.upstream}/{attempt.call.model}", safe=_SAFE
+            ),
             "x-llm-proxy-attempts": str(record.attempts),
             **admission.headers,
         }
@@ -638,7 +648,7 @@ def _upstream_body(
     add_usage = bool(head.stream) and not wants_usage
     if head.model == upstream_model and not add_usage and not drop:
         return body
-    data = _decode(body)
+    data = decode_body(body)
     data["model"] = upstream_model
     for name in drop:
         data.pop(name, None)

@@ -100,6 +100,7 @@ class Policy:
     patterns: tuple[_Pattern, ...]
     keys: dict[bytes, ClientKey]
     max_body_bytes: int
+    max_header_bytes: int = 65536
     rules: tuple[Rule, ...] = ()
     rule_headers: frozenset[bytes] = frozenset()
     loaded_at: float = field(default_factory=time.time)
@@ -174,6 +175,7 @@ def compile_policy(loaded: LoadedConfig) -> Policy:
         patterns=tuple(patterns),
         keys=keys,
         max_body_bytes=parse_size(config.server.max_body_bytes),
+        max_header_bytes=parse_size(config.server.max_header_bytes),
         rules=rules,
         rule_headers=rule_headers(rules),
     )

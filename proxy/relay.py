@@ -278,12 +278,19 @@ async def _relay(
     yield first
     if failure is not None:
         raise failure
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ctx.max_seconds - (clock() - started)
     while True:
         waited = clock()
         try:
-            received = await anext(events)
+            async with asyncio.timeout_at(deadline):  # a silent upstream cannot outlast it
+                received = await anext(events)
         except StopAsyncIteration:
             break
+        except TimeoutError:
+            raise UpstreamTimeoutError(
+                "The stream was open longer than the proxy allows."
+            ) from None
         finally:
             record.upstream_seconds += clock() - waited
         batch, failure = rewrite.batch(received)

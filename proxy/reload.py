@@ -88,6 +88,7 @@ class PolicyReloader:
             return True
 
     def _failed(self, reason: str, problems: list[str]) -> bool:
+        problems = [self.gateway.redactor(problem) for problem in problems]
         self._record("error", reason, problems)
         logger.error(
             "policy reload failed ({}); the previous policy keeps serving:\n  {}",

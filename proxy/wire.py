@@ -147,12 +147,33 @@ def decode_chat_head(body: bytes) -> ChatRequestHead:
         raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise InvalidRequestError("The request body is nested too deeply.") from None
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequestError("The request body is not valid JSON (encoding).") from None
+    if not head.model or not head.model.isprintable():
+        raise InvalidRequestError(
+            "The model name is empty or has control characters.", param="model"
+        )
     if head.stream_options is not None and not head.stream:
         raise InvalidRequestError(
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
             param="stream_options",
         )
     return head
+
+
+_generic_decoder = msgspec.json.Decoder()
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    """The whole body as plain data (rewriting, cache keys); values msgspec cannot hold
+    (1e999, a 5000-digit integer, invalid UTF-8) are the client's 400, not our 500."""
+    try:
+        data = _generic_decoder.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError, RecursionError):
+        raise InvalidRequestError("The request body holds values out of range.") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("The request body must be a JSON object.")
+    return data
 
 
 def _param_of(message: str) -> str | None:

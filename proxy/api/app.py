@@ -13,6 +13,7 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
 from proxy.api.errors import http_error, proxy_error, unexpected_error
+from proxy.api.guard import HeaderSizeGuard
 from proxy.api.routes import ROUTES, metrics_handler
 from proxy.errors import ProxyError
 from proxy.gateway import Gateway
@@ -74,9 +75,14 @@ def create_app(gateway: Gateway, policy_path: str | None = None) -> Litestar:
     )
 
 
-def app_from_environment() -> Litestar:
+def create_asgi(gateway: Gateway, policy_path: str | None = None) -> HeaderSizeGuard:
+    """What the server runs: the app behind the header-size guard."""
+    return HeaderSizeGuard(create_app(gateway, policy_path), gateway)
+
+
+def app_from_environment() -> HeaderSizeGuard:
     """Factory for server worker processes: the policy path comes from LLM_PROXY_CONFIG."""
     path = os.environ.get("LLM_PROXY_CONFIG", "proxy.yaml")
     gateway = Gateway.from_file(path)
     configure_logging(gateway.policy.config.logging, gateway.redactor)
-    return create_app(gateway, path)
+    return create_asgi(gateway, path)

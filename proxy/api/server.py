@@ -19,7 +19,7 @@ from types import FrameType
 import uvicorn
 from loguru import logger
 
-from proxy.api.app import create_app
+from proxy.api.app import create_asgi
 from proxy.gateway import Gateway
 from proxy.loader import LoadedConfig
 from proxy.observability.logging import configure_logging
@@ -120,6 +120,6 @@ def run(
         _multiprocess_metrics_dir()
         uvicorn.run("proxy.api.app:app_from_environment", factory=True, workers=workers, **options)  # type: ignore[arg-type]
         return 0
-    config = uvicorn.Config(create_app(gateway, path), **options)  # type: ignore[arg-type]
+    config = uvicorn.Config(create_asgi(gateway, path), **options)  # type: ignore[arg-type]
     DrainingServer(config, gateway, server.drain_timeout).run()
     return 0

@@ -10,15 +10,13 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any
 
 import msgspec
 
 from proxy.config import CacheConfig, ModelCacheConfig
-from proxy.wire import ChatRequestHead
+from proxy.wire import ChatRequestHead, decode_body
 
 IGNORED_FIELDS = ("stream", "stream_options", "user", "metadata", "store")
-_decode = msgspec.json.Decoder().decode
 _canonical = msgspec.json.Encoder(order="sorted").encode
 _MAX_AGE = re.compile(r"max-age\s*=\s*(\d+)")
 
@@ -32,7 +30,7 @@ class CacheDecision:
 
 
 def cache_key(namespace: str, model: str, body: bytes) -> str:
-    data: dict[str, Any] = _decode(body)
+    data = decode_body(body)
     for name in IGNORED_FIELDS:
         data.pop(name, None)
     data.pop("model", None)  # the resolved public model stands in for it

@@ -21,6 +21,7 @@ from typing import Any, Generic, TypeVar
 from proxy.accounting import RequestRecord
 from proxy.config import RetryConfig
 from proxy.errors import (
+    InvalidRequestError,
     ProxyError,
     RateLimitError,
     ServiceUnavailableError,
@@ -265,7 +266,7 @@ class Dispatcher:
         health = self.board[attempt.route.label]
         reason = exc.cause or exc.code or exc.type
         self.metrics.child(self.metrics.upstream_errors, attempt.route.label, reason).inc()
-        if isinstance(exc, UpstreamRejectedError):
+        if isinstance(exc, InvalidRequestError):  # the client's request: no route likes it more
             health.released()
             if exc.code == "context_length_exceeded":
                 failures.errors.append(exc)

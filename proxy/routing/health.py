@@ -119,11 +119,12 @@ class RouteHealth:
             if self.latency is None
             else EWMA_WEIGHT * first_byte + (1 - EWMA_WEIGHT) * self.latency
         )
-        if self.open_until:
+        if self.open_until and (self.trial or self.clock() >= self.open_until):
             logger.info("route {} recovered: breaker closed", self.label)
             self.adopt_close()
             self._tell("close")
-        self._failures.clear()
+            self._failures.clear()  # a fresh start after a good trial; otherwise failures
+            # within the window keep counting, successes in between or not (DESIGN.md)
 
     def failed(self) -> None:
         """A transient failure: counts towards opening the breaker."""

@@ -16,6 +16,7 @@ import aiohttp
 from loguru import logger
 
 from proxy.config import HF_DEFAULT_BASE_URLS, HuggingFaceUpstreamConfig
+from proxy.errors import InvalidRequestError
 from proxy.upstreams.base import UpstreamCall
 from proxy.upstreams.chat_templates import ChatTemplate
 from proxy.upstreams.hf_chat import ChatTranslation
@@ -45,6 +46,9 @@ class _ClassicMode:
         self._template = ChatTemplate.from_config(config.chat_template)
 
     def translate(self, call: UpstreamCall, stream: bool) -> tuple[str, Translation]:
+        if any(part in ("", ".", "..") for part in call.model.split("/")):
+            # the model id goes into the URL path: no traversal out of /models/
+            raise InvalidRequestError(f"Invalid model id '{call.model}'.", param="model")
         url = self._base + quote(call.model, safe="/:@")
         translation = TextGenTranslation(
             self._name,

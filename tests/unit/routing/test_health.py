@@ -103,3 +103,12 @@ def test_latency_is_a_moving_average(clock: Clock) -> None:
         health.begin()
         health.succeeded(seconds)
     assert health.latency == pytest.approx(0.3 * 2.0 + 0.7 * 1.0)
+
+
+def test_failures_within_the_window_count_even_with_successes_between(clock: Clock) -> None:
+    health = route(clock)  # 3 failures within 10 s open it
+    for _ in range(3):
+        fail(health)
+        health.begin()
+        health.succeeded(0.1)
+    assert health.state() == "open"
