@@ -3,6 +3,8 @@ generation dominates the worker's own overhead (hidden 512, 8 layers, fp32, 2 th
 
     python -m bench.worker_bench [--tokens 64] [--concurrency 8] [--device cpu] [--no-serve]
 
+All servers run at once and the measurements are interleaved in rounds, keeping the best of
+each (a shared machine's noise only slows runs down; interleaving spreads its drift evenly).
 Figures, all from greedy streaming requests of `--tokens` new tokens each:
   1. the worker, `--concurrency` requests at once: total completion tokens/s;
   2. the same requests one at a time: tokens/s, and the batching gain (target >= 3x);
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,129 +98,131 @@ async def stream_one(
     return completion
 
 
-async def load(
-    url: str, model: str, args: argparse.Namespace, together: bool, usage: bool
+@dataclass(frozen=True)
+class Target:
+    url: str
+    model: str
+    usage_option: bool  # `transformers serve` rejects stream_options (and always sends usage)
+
+
+async def load_once(
+    http: httpx.AsyncClient, target: Target, args: argparse.Namespace, together: bool
 ) -> float:
-    """Total completion tokens per second for `concurrency` requests, at once or one after
-    another; the best of `rounds` (the machine may be shared: noise only ever slows down)."""
-    n, tokens, best = args.concurrency, args.tokens, 0.0
+    """Total completion tokens per second for `concurrency` requests, at once or in turn."""
+    one = [(target.url, target.model, i, args.tokens, target.usage_option)
+           for i in range(args.concurrency)]  # fmt: skip
+    started = time.perf_counter()
+    if together:
+        counts = await asyncio.gather(*(stream_one(http, *a) for a in one))
+    else:
+        counts = [await stream_one(http, *a) for a in one]
+    return sum(counts) / (time.perf_counter() - started)
+
+
+async def seconds_per_token(http: httpx.AsyncClient, target: Target, tokens: int) -> float:
+    started = time.perf_counter()
+    count = await stream_one(http, target.url, target.model, 0, tokens, target.usage_option)
+    return (time.perf_counter() - started) / count
+
+
+class BareGenerate:
+    """A bare `model.generate` in this process: the floor the worker's stream is measured
+    against (same prompt, same length, greedy)."""
+
+    def __init__(self, folder: Path, tokens: int) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+        torch.set_num_threads(int(THREADS))
+        self.torch = torch
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self.model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+        messages = [{"role": "user", "content": PROMPT.format(i=0)}]
+        self.inputs = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+            return_tensors="pt",
+        )  # fmt: skip
+        self.config = GenerationConfig(  # type: ignore[no-untyped-call, unused-ignore]
+            max_new_tokens=tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )  # fmt: skip
+        self.seconds_per_token()  # warm-up
+
+    def seconds_per_token(self) -> float:
+        with self.torch.inference_mode():
+            started = time.perf_counter()
+            out = self.model.generate(**self.inputs, generation_config=self.config)
+        count = out.shape[-1] - self.inputs["input_ids"].shape[-1]
+        return (time.perf_counter() - started) / count
+
+
+def worker_command(folder: Path, args: argparse.Namespace, port: int) -> list[str]:
+    return [sys.executable, "-m", "proxy", "worker", "--model", str(folder),
+            "--device", args.device, "--port", str(port),
+            "--max-batch-size", str(args.concurrency)]  # fmt: skip
+
+
+def serve_command(folder: Path, args: argparse.Namespace, port: int, cb: bool) -> list[str]:
+    cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(folder),
+           "--port", str(port), "--device", args.device, "--dtype", "float32"]  # fmt: skip
+    if cb:  # a small paged cache: on CPU there is no device memory to size it from
+        cmd += ["--continuous-batching", "--cb-num-blocks", "256", "--cb-block-size", "32",
+                "--cb-max-batch-tokens", "512"]  # fmt: skip
+    return cmd
+
+
+def start_targets(
+    folder: Path, args: argparse.Namespace, logs: Path, stack: contextlib.ExitStack
+) -> dict[str, Target]:
+    """Every server at once, so that the rounds below can interleave them."""
+    port = free_port()
+    started = start_server(worker_command(folder, args, port), port, logs / "worker.log",
+                           "/health/readiness")  # fmt: skip
+    stack.callback(stop_server, started)
+    targets = {"worker": Target(f"http://127.0.0.1:{port}", "m", True)}
+    for name, cb in (("serve", False), ("serve_cb", True)):
+        if args.no_serve:
+            break
+        port = free_port()
+        try:
+            started = start_server(serve_command(folder, args, port, cb), port,
+                                   logs / f"{name}.log", "/health")  # fmt: skip
+        except RuntimeError as exc:
+            print(f"transformers serve ({name}): skipped ({exc})")
+            continue
+        stack.callback(stop_server, started)
+        targets[name] = Target(f"http://127.0.0.1:{port}", str(folder), False)
+    return targets
+
+
+async def measure(
+    targets: dict[str, Target], bare: BareGenerate, args: argparse.Namespace
+) -> dict[str, float]:
+    """Rounds that interleave every configuration, keeping the best figure of each: a shared
+    machine's noise only ever slows a run down, and interleaving spreads its drift evenly."""
+    best: dict[str, float] = {}
+
+    def keep(key: str, value: float, better: Any = max) -> None:
+        best[key] = better(best[key], value) if key in best else value
+
+    worker = targets["worker"]
     async with httpx.AsyncClient(timeout=600) as http:
-        await stream_one(http, url, model, -1, 8, usage)  # warm-up
+        for target in targets.values():
+            await stream_one(http, target.url, target.model, -1, 8, target.usage_option)
         for _ in range(args.rounds):
-            started = time.perf_counter()
-            if together:
-                counts = await asyncio.gather(
-                    *(stream_one(http, url, model, i, tokens, usage) for i in range(n))
+            for name, target in targets.items():
+                keep(f"{name}_batched_tps", await load_once(http, target, args, True))
+            keep("worker_sequential_tps", await load_once(http, worker, args, False))
+            for _ in range(args.repeats):
+                keep(
+                    "worker_seconds_per_token",
+                    await seconds_per_token(http, worker, args.tokens),
+                    min,
                 )
-            else:
-                counts = [await stream_one(http, url, model, i, tokens, usage) for i in range(n)]
-            best = max(best, sum(counts) / (time.perf_counter() - started))
+                keep("bare_seconds_per_token", bare.seconds_per_token(), min)
+        health = (await http.get(f"{worker.url}/health")).json()
+    best["worker_batches"] = health["batches"]
     return best
-
-
-async def per_token(url: str, model: str, tokens: int, repeats: int) -> float:
-    async with httpx.AsyncClient(timeout=600) as http:
-        await stream_one(http, url, model, 0, 8, True)
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            count = await stream_one(http, url, model, 0, tokens, True)
-            times.append((time.perf_counter() - started) / count)
-        return min(times)
-
-
-def bare_generate_per_token(folder: Path, tokens: int, repeats: int) -> float:
-    """A bare `model.generate` loop in this process: the floor the worker is measured against."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
-
-    torch.set_num_threads(int(THREADS))
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-    messages = [{"role": "user", "content": PROMPT.format(i=0)}]
-    inputs = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
-    )
-    config = GenerationConfig(  # type: ignore[no-untyped-call, unused-ignore]
-        max_new_tokens=tokens,
-        do_sample=False,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    times = []
-    with torch.inference_mode():
-        model.generate(**inputs, generation_config=config)
-        for _ in range(repeats):
-            started = time.perf_counter()
-            out = model.generate(**inputs, generation_config=config)
-            count = out.shape[-1] - inputs["input_ids"].shape[-1]
-            times.append((time.perf_counter() - started) / count)
-    del model
-    return min(times)
-
-
-def worker_figures(folder: Path, args: argparse.Namespace, logs: Path) -> dict[str, float]:
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "proxy",
-        "worker",
-        "--model",
-        str(folder),
-        "--device",
-        args.device,
-        "--port",
-        str(port),
-        "--max-batch-size",
-        str(args.concurrency),
-    ]
-    process = start_server(cmd, port, logs / "worker.log", "/health/readiness")
-    url = f"http://127.0.0.1:{port}"
-    try:
-        return {
-            "worker_batched_tps": asyncio.run(load(url, "m", args, True, True)),
-            "worker_sequential_tps": asyncio.run(load(url, "m", args, False, True)),
-            "worker_seconds_per_token": asyncio.run(per_token(url, "m", args.tokens, args.repeats)),
-        }
-    finally:
-        stop_server(process)
-
-
-def serve_figures(folder: Path, args: argparse.Namespace, logs: Path, cb: bool) -> float | None:
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "transformers.cli.transformers",
-        "serve",
-        str(folder),
-        "--port",
-        str(port),
-        "--device",
-        args.device,
-        "--dtype",
-        "float32",
-    ]
-    if cb:
-        cmd += [
-            "--continuous-batching",
-            "--cb-num-blocks",
-            "256",
-            "--cb-block-size",
-            "32",
-            "--cb-max-batch-tokens",
-            "512",
-        ]
-    try:
-        process = start_server(cmd, port, logs / f"serve{'-cb' if cb else ''}.log", "/health")
-    except RuntimeError as exc:
-        print(f"transformers serve{' --continuous-batching' if cb else ''}: skipped ({exc})")
-        return None
-    try:
-        return asyncio.run(load(f"http://127.0.0.1:{port}", str(folder), args, True, False))
-    finally:
-        stop_server(process)
 
 
 def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
@@ -224,30 +230,26 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
     overhead = figures["worker_seconds_per_token"] / figures["bare_seconds_per_token"] - 1
     print(f"\n{args.concurrency} concurrent streams x {args.tokens} tokens, device {args.device}")
     print(f"  worker, batched            {batched:8.1f} tokens/s")
-    print(
-        f"  worker, one at a time      {sequential:8.1f} tokens/s  gain {batched / sequential:.2f}x"
-        " (target >= 3x)"
-    )
-    for key, label in (("serve_tps", "serve"), ("serve_cb_tps", "serve --continuous-batching")):
+    print(f"  worker, one at a time      {sequential:8.1f} tokens/s  gain "
+          f"{batched / sequential:.2f}x (target >= 3x)")  # fmt: skip
+    for key, label in (("serve_batched_tps", "serve"),
+                       ("serve_cb_batched_tps", "serve --continuous-batching")):  # fmt: skip
         value = figures.get(key)
         if value:
-            print(
-                f"  transformers {label:27s} {value:8.1f} tokens/s  worker/serve "
-                f"{batched / value:.2f}x (target >= 0.8x)"
-            )
-    print(
-        f"  per token: worker stream {figures['worker_seconds_per_token'] * 1000:.2f} ms, bare "
-        f"generate {figures['bare_seconds_per_token'] * 1000:.2f} ms, overhead "
-        f"{overhead * 100:+.1f}% (target < 10%)"
-    )
+            print(f"  transformers {label:27s} {value:8.1f} tokens/s  worker/serve "
+                  f"{batched / value:.2f}x (target >= 0.8x)")  # fmt: skip
+    print(f"  per token: worker stream {figures['worker_seconds_per_token'] * 1000:.2f} ms, bare "
+          f"generate {figures['bare_seconds_per_token'] * 1000:.2f} ms, overhead "
+          f"{overhead * 100:+.1f}% (target < 10%)")  # fmt: skip
+    print(f"  worker batch sizes (size: count): {figures['worker_batches']}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5, help="single requests timed")
-    parser.add_argument("--rounds", type=int, default=3, help="loads timed (the best counts)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best counts)")
+    parser.add_argument("--repeats", type=int, default=3, help="single requests per round")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--layers", type=int, default=8)
@@ -256,22 +258,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from proxy.worker.randmodel import build_random_model
 
-    with tempfile.TemporaryDirectory(prefix="worker-bench-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="worker-bench-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         logs = Path(tmp)
         heads = max(args.hidden // 64, 1)
-        folder = build_random_model(
-            logs / "model", hidden_size=args.hidden, layers=args.layers, heads=heads
-        )
+        folder = build_random_model(logs / "model", hidden_size=args.hidden, layers=args.layers,
+                                    heads=heads)  # fmt: skip
+        targets = start_targets(folder, args, logs, stack)
+        bare = BareGenerate(folder, args.tokens)
         figures: dict[str, Any] = {"load_average_before": os.getloadavg()[0]}
-        figures.update(worker_figures(folder, args, logs))
-        print(json.dumps(figures), flush=True)  # partial figures survive a later failure
-        figures["bare_seconds_per_token"] = bare_generate_per_token(
-            folder, args.tokens, args.repeats
-        )
-        if not args.no_serve:
-            figures["serve_tps"] = serve_figures(folder, args, logs, cb=False)
-            print(json.dumps(figures), flush=True)
-            figures["serve_cb_tps"] = serve_figures(folder, args, logs, cb=True)
+        figures.update(asyncio.run(measure(targets, bare, args)))
         figures["load_average_after"] = os.getloadavg()[0]
     report(figures, args)
     if args.json:
