@@ -26,8 +26,12 @@ class StreamOptions(msgspec.Struct):
     include_usage: bool | None = None
 
 
+# a model name: not empty, no control characters (it reaches headers and upstream URLs)
+ModelName = Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
+
+
 class ChatRequestHead(msgspec.Struct):
-    model: str
+    model: ModelName
     messages: Annotated[list[Message], msgspec.Meta(min_length=1)]
     stream: bool | None = None
     stream_options: StreamOptions | None = None

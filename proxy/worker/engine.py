@@ -40,7 +40,7 @@ class Backend(Protocol):
 
 def resolve_mode(mode: str, device: str) -> str:
     """`auto`: continuous batching on GPUs; dynamic batching on CPU, where transformers' paged
-    cache runs several times slower than a padded `generate` (measured in bench/)."""
+    cache ran slower than a padded `generate` (bench/worker_bench.py)."""
     if mode not in BATCHING_MODES:
         raise ValueError(f"unknown batching mode {mode!r} (one of {', '.join(BATCHING_MODES)})")
     if mode != "auto":

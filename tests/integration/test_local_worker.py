@@ -104,6 +104,18 @@ def setup(
     proxy.wait_for_log("local worker 'local' is ready", timeout=10)  # the supervisor saw it
     yield proxy, worker_url
     proxy.stop()
+    assert_stopped(worker_url)  # the proxy stops the worker it spawned
+
+
+def assert_stopped(url: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{url}/health/liveness", timeout=1)
+        except httpx.TransportError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the worker at {url} still answers after the proxy stopped")
 
 
 @pytest.fixture

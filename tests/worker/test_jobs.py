@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-from pathlib import Path
-
-import pytest
 
 from proxy.worker.jobs import Job
 from proxy.worker.protocol import Sampling
@@ -69,25 +65,3 @@ def test_row_sampling_keeps_rows_apart() -> None:
     assert torch.isinf(out[0]).tolist() == [True, False, True, True] and out[0][1] == 0
     assert out[1].tolist() == [0.5, 1.5, 1.0, 0.0]
     assert torch.isinf(out[2]).tolist() == [True, False, True, True]
-
-
-def test_a_model_without_chat_template_is_refused_clearly(tmp_path: Path) -> None:
-    require_torch()
-    from proxy.worker.cli import run_worker
-    from proxy.worker.model import ModelLoadError, load_tokenizer
-    from proxy.worker.randmodel import build_tokenizer
-
-    build_tokenizer(tmp_path)
-    (tmp_path / "chat_template.jinja").unlink()
-    with pytest.raises(ModelLoadError, match="no chat template"):
-        load_tokenizer(str(tmp_path))
-    args = argparse.Namespace(
-        model=str(tmp_path),
-        device="cpu",
-        host="127.0.0.1",
-        port=0,
-        max_batch_size=2,
-        max_queue=2,
-        api_key=None,
-    )
-    assert run_worker(args) == 2
