@@ -114,8 +114,11 @@ def _edit_every_second(policy: Path) -> None:
         time.sleep(1.0)
         edits += 1
         tmp = policy.with_suffix(".tmp")
-        tmp.write_text(base + f"# edit {edits}\n")
-        tmp.replace(policy)  # atomic, as editors and ConfigMaps do
+        try:
+            tmp.write_text(base + f"# edit {edits}\n")
+            tmp.replace(policy)  # atomic, as editors and ConfigMaps do
+        except OSError:
+            return  # the run is over: its temp dir is gone
 
 
 def micro_benchmark(rounds: int = 20000) -> dict[str, float]:

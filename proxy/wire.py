@@ -26,8 +26,11 @@ class StreamOptions(msgspec.Struct):
     include_usage: bool | None = None
 
 
-# a model name: not empty, no control characters (it reaches headers and upstream URLs)
-ModelName = Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
+# a model name: not empty, no control characters or lone surrogates (it reaches response
+# headers and upstream URLs)
+ModelName = Annotated[
+    str, msgspec.Meta(min_length=1, pattern=r"^[^\x00-\x1f\x7f-\x9f\ud800-\udfff]+$")
+]
 
 
 class ChatRequestHead(msgspec.Struct):
@@ -153,10 +156,6 @@ def decode_chat_head(body: bytes) -> ChatRequestHead:
         raise InvalidRequestError("The request body is nested too deeply.") from None
     except (UnicodeDecodeError, ValueError):
         raise InvalidRequestError("The request body is not valid JSON (encoding).") from None
-    if not head.model or not head.model.isprintable():
-        raise InvalidRequestError(
-            "The model name is empty or has control characters.", param="model"
-        )
     if head.stream_options is not None and not head.stream:
         raise InvalidRequestError(
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",

@@ -56,7 +56,10 @@ def create_app(gateway: Gateway, policy_path: str | None = None) -> Litestar:
     if policy.config.tracing.enabled:
         from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 
-        plugins.append(OpenTelemetryPlugin(OpenTelemetryConfig()))
+        # one server span per request; no span per ASGI receive/send event (that alone cost
+        # more than the rest of tracing together in bench/)
+        config = OpenTelemetryConfig(exclude_spans=["receive", "send"])
+        plugins.append(OpenTelemetryPlugin(config))
     return Litestar(
         route_handlers=handlers,
         dependencies={"gateway": Provide(provide_gateway, use_cache=True, sync_to_thread=False)},
