@@ -238,6 +238,7 @@ class Chaos:
         for i in range(self.args.long_streams):
             spec = mix.spec("chat-long")
             spec.stream, spec.hang_up, spec.client = True, False, ("sdk", "raw")[i % 2]
+            spec.key_name = "svc"  # not the 4/second key: these test the drain, not the limits
             spec.words = [f"long{spec.rid}"] + [f"w{j}" for j in range(LONG_STREAM_WORDS - 1)]
             longs.append(asyncio.create_task(load.one(spec)))
         await asyncio.sleep(1.0)  # their first chunks are out
@@ -251,8 +252,15 @@ class Chaos:
         took = time.monotonic() - signalled
         self.event(f"proxy exited with {exit_code} after {took:.1f} s", exit_code == 0)
         ok = sum(r.outcome == "ok" for r in results)
+        others = [
+            f"{r.outcome} {r.status} {r.error or ''} {r.detail[:80]}"
+            for r in results
+            if r.outcome != "ok"
+        ]
         self.event(
-            f"long streams in flight at SIGTERM finished: {ok}/{len(results)}", ok == len(results)
+            f"long streams in flight at SIGTERM finished: {ok}/{len(results)}"
+            + (f" (others: {others})" if others else ""),
+            ok == len(results),
         )
         return results
 

@@ -26,11 +26,9 @@ class StreamOptions(msgspec.Struct):
     include_usage: bool | None = None
 
 
-# a model name: not empty, no control characters or lone surrogates (it reaches response
-# headers and upstream URLs)
-ModelName = Annotated[
-    str, msgspec.Meta(min_length=1, pattern=r"^[^\x00-\x1f\x7f-\x9f\ud800-\udfff]+$")
-]
+# a model name: not empty, no control characters (it reaches response headers and upstream
+# URLs; lone surrogates never decode). \uNNNN escapes read the same in Python and ECMA regex.
+ModelName = Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[^\u0000-\u001f\u007f-\u009f]+$")]
 
 
 class ChatRequestHead(msgspec.Struct):
