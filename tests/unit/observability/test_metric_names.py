@@ -9,7 +9,7 @@ from pathlib import Path
 from proxy.observability.metrics import Metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy"))
-from deploy_support import DESIGN_METRICS  # noqa: E402
+from deploy_support import DESIGN_METRICS
 
 OURS = {"llm_proxy_storage_errors_total"}  # added: shared storage failures
 
