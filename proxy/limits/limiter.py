@@ -101,9 +101,7 @@ class Limiter:
         budget = self.budgets.get(key)
         if budget is None:
             return
-        spent = await self.store._guard(
-            self.store.counters.spend(spend_key(key, budget.period)), 0.0
-        )
+        spent = await self.store.spend(spend_key(key, budget.period))
         if spent >= budget.usd:
             raise InsufficientQuotaError(
                 f"The key '{key}' has spent its budget of ${budget.usd:g} for this "
@@ -161,8 +159,7 @@ class Limiter:
             if budget is not None:
                 period = budget.period
                 name = spend_key(admission.caller, period)
-                adding = self.store.counters.add_spend(name, usd, spend_ttl(period))
-                await self.store._guard(adding, 0.0)
+                await self.store.add_spend(name, usd, spend_ttl(period))
 
     async def release(self, admission: Admission) -> None:
         for hold in admission.holds:
@@ -191,7 +188,7 @@ class Limiter:
             report["concurrency"] = {"limit": lim.concurrency, "in_flight": in_flight}
         budget = self.budgets.get(caller.name)
         if budget is not None:
-            spent = await self.store.counters.spend(spend_key(caller.name, budget.period))
+            spent = await self.store.spend(spend_key(caller.name, budget.period))
             report["budget"] = {
                 "usd": budget.usd,
                 "period": budget.period,

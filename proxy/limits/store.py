@@ -199,6 +199,12 @@ class LimitStore:
         found += [await self._state("tokens", item, key) for item in lim.tokens]
         return found
 
+    async def spend(self, key: str) -> float:
+        return await self._guard(self.counters.spend(key), 0.0)
+
+    async def add_spend(self, key: str, usd: float, ttl: int) -> None:
+        await self._guard(self.counters.add_spend(key, usd, ttl), 0.0)
+
     async def in_flight(self, lim: Limits, ident: str) -> int:
         return await self._guard(self.counters.in_flight(f"{lim.scope}:{ident}"), 0)
 
