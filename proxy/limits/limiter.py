@@ -13,7 +13,7 @@ from proxy.config import BudgetConfig, PriceConfig, ProxyConfig
 from proxy.errors import InsufficientQuotaError, RateLimitError
 from proxy.limits.budgets import cost_usd, period_end, spend_key, spend_ttl
 from proxy.limits.headers import WindowState, rate_limit_headers
-from proxy.limits.store import Hold, Limits, LimitStore, Refused, compile_limits
+from proxy.limits.store import Hold, Limits, LimitStore, Refused, Scope, compile_limits
 from proxy.observability.metrics import Metrics
 from proxy.policy import Caller
 
@@ -65,37 +65,28 @@ class Limiter:
         answer (`cached`) counts against request limits only: it costs no tokens, no spend."""
         admission = Admission(caller.name, estimate)
         key_limits, model_limits = self.key_limits(caller), self.models.get(model)
+        scopes = []
+        if key_limits is not None:
+            scopes.append(Scope(key_limits, caller.name, tokens=not cached, states=True))
+        if model_limits is not None:
+            scopes.append(Scope(model_limits, model, tokens=not cached))
         try:
             if not cached:
                 await self._check_budget(caller.name)
-            for lim, ident in ((key_limits, caller.name), (model_limits, model)):
-                if lim is not None:
-                    await self.store.check(lim, ident, estimate, tokens=not cached)
-            await self._hold(admission, key_limits, caller.name, states=True)
-            await self._hold(admission, model_limits, model, states=False)
+            admission.holds = await self.store.admit(scopes, estimate)
         except Refused as refused:
-            await self.release(admission)
             self.metrics.child(self.metrics.rate_limited, refused.scope).inc()
-            if key_limits is not None and not admission.headers:
+            if key_limits is not None:
                 admission.headers = rate_limit_headers(
                     await self.store.states(key_limits, caller.name)
                 )
             raise _too_many(refused, admission.headers) from None
         except InsufficientQuotaError:
-            await self.release(admission)
             self.metrics.child(self.metrics.rate_limited, "budget").inc()
             raise
+        if key_limits is not None:
+            admission.headers = rate_limit_headers(admission.holds[0].states)
         return admission
-
-    async def _hold(
-        self, admission: Admission, lim: Limits | None, ident: str, states: bool
-    ) -> None:
-        if lim is None:
-            return
-        hold = await self.store.acquire(lim, ident, admission.estimate, states)
-        admission.holds.append(hold)
-        if states:
-            admission.headers = rate_limit_headers(hold.states)
 
     async def _check_budget(self, key: str) -> None:
         budget = self.budgets.get(key)
@@ -111,19 +102,14 @@ class Limiter:
     async def admit_route(self, admission: Admission, label: str, upstream: str) -> bool:
         """The route's and its upstream's limits; False when either is full (skip it)."""
         pairs = ((self.routes.get(label), label), (self.upstreams.get(upstream), upstream))
-        scopes = [(lim, ident) for lim, ident in pairs if lim is not None]
-        held: list[Hold] = []
+        scopes = [Scope(lim, ident) for lim, ident in pairs if lim is not None]
+        if not scopes:
+            return True
         try:
-            for lim, ident in scopes:
-                await self.store.check(lim, ident, admission.estimate)
-            for lim, ident in scopes:
-                held.append(await self.store.acquire(lim, ident, admission.estimate, False))
+            admission.route_holds[label] = await self.store.admit(scopes, admission.estimate)
         except Refused as refused:
             self.metrics.child(self.metrics.rate_limited, refused.scope).inc()
-            for hold in held:
-                await self.store.release(hold)
             return False
-        admission.route_holds[label] = held
         return True
 
     async def release_route(self, admission: Admission, label: str) -> None:
@@ -145,11 +131,10 @@ class Limiter:
             return
         admission.finished = True
         served = admission.route_holds.get(route, []) if route else []
-        for hold in admission.holds + served:
-            await self.store.charge(hold, prompt + completion)
-        for holds in [admission.holds, *admission.route_holds.values()]:
-            for hold in holds:
-                await self.store.release(hold)
+        ends = [(hold, True) for hold in admission.holds + served]
+        for label, holds in admission.route_holds.items():
+            ends += [(hold, False) for hold in holds if label != route]
+        await self.store.settle(ends, prompt + completion)
         admission.route_holds.clear()
         price = self.route_prices.get(route or "") or self.prices.get(upstream_model or "")
         usd = cost_usd(price, prompt, completion)

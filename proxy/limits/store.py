@@ -4,8 +4,11 @@ the end). Storage faults follow `on_storage_error`."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import os
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,8 +22,9 @@ from redis.exceptions import RedisError
 
 from proxy.config import LimitsConfig, LimitSpec
 from proxy.errors import ServiceUnavailableError
-from proxy.limits.counters import Counters, MemoryCounters, RedisCounters
+from proxy.limits.counters import CONCURRENCY_TTL, Counters, MemoryCounters, RedisCounters
 from proxy.limits.headers import WindowState
+from proxy.limits.scripted import Refusal, ScopeWindows, ScriptedLimits
 from proxy.observability.metrics import Metrics
 
 T = TypeVar("T")
@@ -28,6 +32,9 @@ STORAGE_TIMEOUT = 0.25  # seconds: a slow Redis is a failed Redis
 _STORAGE_ERRORS = (RedisError, OSError, TimeoutError, limits.errors.StorageError)
 CONCURRENCY_RETRY_AFTER = 1.0
 STORAGE_PAUSE = 1.0  # after a storage fault, seconds before the store is tried again
+PREFIX = "llm-proxy"  # every key this store writes in Redis starts with it
+WINDOW_KEYS_KEPT = 10_000  # Redis key names remembered per (limits, identity)
+UNDO_TRIES = 30  # a failed admission's leases are given back, tried once a pause this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +71,17 @@ class Refused(Exception):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One scope a request asks admission of: `tokens` tests its token windows against the
+    prompt estimate (not for a cached answer), `states` reports its windows for headers."""
+
+    limits: Limits
+    ident: str
+    tokens: bool = True
+    states: bool = False
+
+
 @dataclass(slots=True)
 class Hold:
     """What one admitted scope holds until the request ends."""
@@ -72,6 +90,8 @@ class Hold:
     ident: str
     entered: bool = False
     states: list[WindowState] = field(default_factory=list)
+    windows: ScopeWindows | None = None  # its Redis keys, where admission is scripted
+    lease: str = ""  # its concurrency lease there
 
 
 class LimitStore:
@@ -79,24 +99,30 @@ class LimitStore:
         self.config = config
         self.metrics = metrics
         self._down_until = 0.0
+        self._scripted: ScriptedLimits | None = None
+        self._leases = itertools.count()
+        self._replica = os.urandom(6).hex()
+        self._undo: set[asyncio.Task[None]] = set()
+        self._window_keys: dict[tuple[Limits, str], ScopeWindows] = {}
         self.counters: Counters
         if config.storage.startswith("memory://"):
             self._storage: limits.aio.storage.Storage = limits.aio.storage.MemoryStorage()
             self.counters = MemoryCounters(spend_dir / "spend.json")
         else:
-            self._storage = limits.aio.storage.RedisStorage(
-                "async+" + config.storage,
-                implementation="redispy",
-                key_prefix="llm-proxy",
-                socket_timeout=STORAGE_TIMEOUT,
-                socket_connect_timeout=STORAGE_TIMEOUT,
-            )
             client = aioredis.Redis.from_url(
                 config.storage,
                 socket_timeout=STORAGE_TIMEOUT,
                 socket_connect_timeout=STORAGE_TIMEOUT,
             )
-            self.counters = RedisCounters(client)
+            self._storage = limits.aio.storage.RedisStorage(  # one connection pool for both
+                "async+" + config.storage,
+                implementation="redispy",
+                key_prefix=PREFIX,
+                connection_pool=client.connection_pool,  # type: ignore[arg-type]
+            )
+            self.counters = RedisCounters(client, PREFIX)
+            if config.strategy == "sliding-window-counter":
+                self._scripted = ScriptedLimits(client, CONCURRENCY_TTL)
         window = (
             limits.aio.strategies.FixedWindowRateLimiter
             if config.strategy == "fixed-window"
@@ -108,6 +134,113 @@ class LimitStore:
             if config.strategy == "moving-window"
             else self._tokens
         )
+
+    async def admit(self, scopes: Sequence[Scope], estimate: int) -> list[Hold]:
+        """Admit a request on every scope or on none: a Refused holds nothing. In Redis with
+        sliding windows this is one script; otherwise every scope is checked, then taken."""
+        if self._scripted is not None:
+            return await self._admit_scripted(self._scripted, scopes, estimate)
+        for scope in scopes:
+            await self.check(scope.limits, scope.ident, estimate, scope.tokens)
+        holds: list[Hold] = []
+        try:
+            for scope in scopes:
+                holds.append(await self.acquire(scope.limits, scope.ident, estimate, scope.states))
+        except Refused:
+            for hold in holds:
+                await self.release(hold)
+            raise
+        return holds
+
+    async def _admit_scripted(
+        self, scripted: ScriptedLimits, scopes: Sequence[Scope], estimate: int
+    ) -> list[Hold]:
+        windows = [self._windows(scope.limits, scope.ident) for scope in scopes]
+        asked = [(w, scope.tokens, scope.states) for w, scope in zip(windows, scopes, strict=True)]
+        lease = f"{self._replica}:{next(self._leases)}"
+        try:
+            result = await self._guard(scripted.admit(asked, estimate, lease), None)
+        except ServiceUnavailableError:
+            self._undo_later(windows, lease)
+            raise
+        if isinstance(result, Refusal):
+            raise Refused(scopes[result.scope].limits.scope, result.kind, result.retry_after)
+        if result is None:
+            self._undo_later(windows, lease)
+            return [Hold(scope.limits, f"{scope.limits.scope}:{scope.ident}") for scope in scopes]
+        return [
+            Hold(
+                scope.limits,
+                f"{scope.limits.scope}:{scope.ident}",
+                entered=scope.limits.concurrency is not None,
+                states=result[i],
+                windows=windows[i],
+                lease=lease,
+            )
+            for i, scope in enumerate(scopes)
+        ]
+
+    def _undo_later(self, windows: Sequence[ScopeWindows], lease: str) -> None:
+        """An admission that failed in storage may still run there (a timeout is not a
+        refusal): give its leases back once the store is tried again."""
+        leases = [(w.inflight_key, lease) for w in windows if w.inflight_key is not None]
+        if leases and self._scripted is not None:
+            task = asyncio.get_running_loop().create_task(self._undo_leases(leases))
+            self._undo.add(task)
+            task.add_done_callback(self._undo.discard)
+
+    async def _undo_leases(self, leases: list[tuple[str, str]]) -> None:
+        assert self._scripted is not None
+        for _ in range(UNDO_TRIES):
+            await asyncio.sleep(STORAGE_PAUSE)
+            try:
+                await self._scripted.release(leases)
+                return
+            except _STORAGE_ERRORS:
+                continue
+
+    def _windows(self, lim: Limits, ident: str) -> ScopeWindows:
+        """The Redis keys of a scope's counters: the library's names for its windows."""
+        found = self._window_keys.get((lim, ident))
+        if found is not None:
+            return found
+        key = f"{lim.scope}:{ident}"
+        windows = tuple(
+            (f"{current}/-1", current, item.amount, item.get_expiry() * 1000, kind)
+            for kind, items in (("requests", lim.requests), ("tokens", lim.tokens))
+            for item in items
+            for current in (f"{PREFIX}:{{{item.key_for(key)}}}",)
+        )
+        found = ScopeWindows(
+            f"{PREFIX}:leases:{key}" if lim.concurrency is not None else None,
+            lim.concurrency or 0,
+            f"{PREFIX}:gcra:{key}" if lim.bucket is not None else None,
+            lim.bucket,
+            windows,
+        )
+        if len(self._window_keys) >= WINDOW_KEYS_KEPT:
+            self._window_keys.clear()
+        self._window_keys[(lim, ident)] = found
+        return found
+
+    async def settle(self, holds: Sequence[tuple[Hold, bool]], tokens: int) -> None:
+        """The end of a request: charge real usage to the token windows of the holds marked
+        (hold, True) and release every hold's concurrency slot; in Redis one script, or no
+        call at all when there is neither."""
+        if self._scripted is None:
+            for hold, charge in holds:
+                if charge:
+                    await self.charge(hold, tokens)
+                await self.release(hold)
+            return
+        entries = []
+        for hold, charge in holds:
+            charge = charge and tokens > 0 and bool(hold.limits.tokens)
+            if (hold.entered or charge) and hold.windows is not None:
+                entries.append((hold.windows, hold.lease if hold.entered else "", charge))
+            hold.entered = False
+        if entries:
+            await self._guard(self._scripted.settle(entries, tokens), None)
 
     async def check(self, lim: Limits, ident: str, estimate: int, tokens: bool = True) -> None:
         """Raise Refused when a request window is full or the token windows have no room
@@ -180,8 +313,13 @@ class LimitStore:
                 await self._guard(self._tokens.hit(item, hold.ident, cost=stats.remaining), True)
 
     async def release(self, hold: Hold) -> None:
-        if hold.entered:
-            hold.entered = False
+        if not hold.entered:
+            return
+        hold.entered = False
+        if self._scripted is not None and hold.windows and hold.windows.inflight_key:
+            leases = [(hold.windows.inflight_key, hold.lease)]
+            await self._guard(self._scripted.release(leases), None)
+        else:
             await self._guard(self.counters.leave(hold.ident), None)
 
     async def states(self, lim: Limits, ident: str) -> list[WindowState]:
@@ -206,6 +344,9 @@ class LimitStore:
         await self._guard(self.counters.add_spend(key, usd, ttl), 0.0)
 
     async def in_flight(self, lim: Limits, ident: str) -> int:
+        inflight_key = self._windows(lim, ident).inflight_key
+        if self._scripted is not None and inflight_key is not None:
+            return await self._guard(self._scripted.in_flight(inflight_key), 0)
         return await self._guard(self.counters.in_flight(f"{lim.scope}:{ident}"), 0)
 
     async def _state(self, kind: str, item: limits.RateLimitItem, ident: str) -> WindowState:
