@@ -180,8 +180,14 @@ def setup_lines(args: argparse.Namespace) -> list[tuple[str, str]]:
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
          if line.startswith("model name")), platform.processor() or "?",
     )  # fmt: skip
+    def version(pkg: str) -> str:
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
     versions = ", ".join(
-        f"{pkg} {metadata.version(pkg)}"
+        f"{pkg} {version(pkg)}"
         for pkg in ("litestar", "aiohttp", "msgspec", "uvicorn", "uvloop", "httptools", "granian")
     )
     commit = first_line(["git", "rev-parse", "--short", "HEAD"])

@@ -42,10 +42,35 @@ def _errors(*statuses: str) -> dict[str, Any]:
     }
 
 
+Security = list[dict[str, list[str]]]
+
+
 @cache
 def openapi_document(metrics_path: str = "/metrics", keys: bool = False) -> dict[str, Any]:
     """With client keys configured, the /v1 routes need a bearer key; without, the proxy
     is open and says so."""
+    bearer: Security = [{"bearer": []}] if keys else []
+    paths: dict[str, Any] = {
+        "/v1/chat/completions": _chat_completions(bearer),
+        "/v1/models": _list_models(bearer),
+        "/v1/models/{model}": _retrieve_model(bearer),
+        "/health/liveness": _health("liveness"),
+        "/health/readiness": _health("readiness", {"503": {"description": "Not ready"}}),
+        "/health": _health("health"),
+        metrics_path: _metrics(),
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "llm-proxy", "version": proxy.__version__},
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _schemas() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [ChatRequestHead, ChatCompletion, ModelList, Model, ErrorEnvelope], ref_template=REF
     )
@@ -56,77 +81,62 @@ def openapi_document(metrics_path: str = "/metrics", keys: bool = False) -> dict
         "properties": {"stream_options": {"type": "object"}},
     }
     head["then"] = {"required": ["stream"], "properties": {"stream": {"const": True}}}
-    bearer: list[dict[str, list[str]]] = [{"bearer": []}] if keys else []
-    chat_errors = _errors("400", "401", "403", "404", "413", "429", "502", "503", "504")
-    text = {"text/plain": {"schema": {"type": "string"}}}
-    health = {
-        "200": {
-            "description": "OK",
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
-    }
-    paths: dict[str, Any] = {
-        "/v1/chat/completions": {
-            "post": {
-                "operationId": "createChatCompletion",
-                "security": bearer,
-                "requestBody": {"required": True, "content": _json(ChatRequestHead)},
-                "responses": {
-                    "200": {
-                        "description": "A chat.completion, or with stream: true an event stream",
-                        "content": {
-                            **_json(ChatCompletion),
-                            "text/event-stream": {"schema": {"type": "string"}},
-                        },
-                    },
-                    **chat_errors,
-                },
-            }
-        },
-        "/v1/models": {
-            "get": {
-                "operationId": "listModels",
-                "security": bearer,
-                "responses": {
-                    "200": {"description": "Models", "content": _json(ModelList)},
-                    **_errors("401"),
-                },
-            }
-        },
-        "/v1/models/{model}": {
-            "get": {
-                "operationId": "retrieveModel",
-                "security": bearer,
-                "parameters": [
-                    {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {
-                    "200": {"description": "A model", "content": _json(Model)},
-                    **_errors("401", "404"),
-                },
-            }
-        },
-        "/health/liveness": {"get": {"operationId": "liveness", "responses": health}},
-        "/health/readiness": {
-            "get": {
-                "operationId": "readiness",
-                "responses": {**health, "503": {"description": "Not ready"}},
-            }
-        },
-        "/health": {"get": {"operationId": "health", "responses": health}},
-        metrics_path: {
-            "get": {
-                "operationId": "metrics",
-                "responses": {"200": {"description": "Prometheus text", "content": text}},
-            }
-        },
+    return components
+
+
+def _chat_completions(bearer: Security) -> dict[str, Any]:
+    streamed = {"text/event-stream": {"schema": {"type": "string"}}}
+    answer = {
+        "description": "A chat.completion, or with stream: true an event stream",
+        "content": {**_json(ChatCompletion), **streamed},
     }
     return {
-        "openapi": "3.1.0",
-        "info": {"title": "llm-proxy", "version": proxy.__version__},
-        "paths": paths,
-        "components": {
-            "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
+        "post": {
+            "operationId": "createChatCompletion",
+            "security": bearer,
+            "requestBody": {"required": True, "content": _json(ChatRequestHead)},
+            "responses": {
+                "200": answer,
+                **_errors("400", "401", "403", "404", "413", "429", "502", "503", "504"),
+            },
+        }
     }
+
+
+def _list_models(bearer: Security) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": "listModels",
+            "security": bearer,
+            "responses": {
+                "200": {"description": "Models", "content": _json(ModelList)},
+                **_errors("401"),
+            },
+        }
+    }
+
+
+def _retrieve_model(bearer: Security) -> dict[str, Any]:
+    model = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+    return {
+        "get": {
+            "operationId": "retrieveModel",
+            "security": bearer,
+            "parameters": [model],
+            "responses": {
+                "200": {"description": "A model", "content": _json(Model)},
+                **_errors("401", "404"),
+            },
+        }
+    }
+
+
+def _health(operation_id: str, more: dict[str, Any] | None = None) -> dict[str, Any]:
+    ok = {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    return {"get": {"operationId": operation_id, "responses": {"200": ok, **(more or {})}}}
+
+
+def _metrics() -> dict[str, Any]:
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    answer = {"description": "Prometheus text", "content": text}
+    return {"get": {"operationId": "metrics", "responses": {"200": answer}}}

@@ -1,7 +1,8 @@
 """A fake OpenAI chat-completions upstream that speaks the real wire format and fails on demand.
 
 The server is aiohttp on 127.0.0.1 (a free port), running in a background thread with its own
-event loop, so synchronous and asynchronous tests can script it directly:
+event loop (`FakeServer`, fakes/server.py), so synchronous and asynchronous tests can script it
+directly:
 
     fake = FakeOpenAI().start()
     fake.script(status(500), hang(5))   # consumed one per request, then `fake.default`
@@ -29,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from fakes.server import FakeServer
 
 DEFAULT_REPLY = "Hello from the fake upstream model"
 TOOL_ARGUMENTS = {"city": "Paris", "unit": "celsius", "days": 3}
@@ -417,10 +420,13 @@ def sse(data: Any, odd: bool = False) -> bytes:
 # The server
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeServer):
     """The fake upstream. Thread-safe: script it and read what it saw from any thread."""
 
+    thread_name = "fake-openai"
+
     def __init__(self, models: list[str] | None = None) -> None:
+        super().__init__()
         self.models = models or ["upstream-model-id", "gpt-4o-mini"]
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
@@ -429,10 +435,6 @@ class FakeOpenAI:
         self._reply = DEFAULT_REPLY
         self._requests: list[RecordedRequest] = []
         self._seq = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     # ---- scripting (any thread)
 
@@ -496,72 +498,18 @@ class FakeOpenAI:
                 raise TimeoutError(f"expected {count} upstream requests, got {len(self._requests)}")
         return self.chat_requests
 
-    # ---- lifecycle
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    # ---- routes (start, stop and url: FakeServer)
 
     @property
     def base_url(self) -> str:
         return f"{self.url}/v1"
 
-    def start(self) -> FakeOpenAI:
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._serve())
-            except BaseException as exc:  # surfaced to start()
-                failure.append(exc)
-                started.set()
-                loop.close()
-                return
-            started.set()
-            loop.run_forever()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-openai", daemon=True)
-        self._thread.start()
-        if not started.wait(10) or failure:
-            raise RuntimeError(f"fake OpenAI upstream did not start: {failure}")
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        self._loop = self._thread = self._runner = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def _serve(self) -> None:
+    def _app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{id:.+}", self._model)
-        # handler_cancellation: a client that goes away cancels the handler, so tests can see
-        # that the proxy really closed its upstream request.
-        self._runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        return app
 
     # ---- handlers (fake's loop)
 

@@ -31,6 +31,8 @@ from typing import Any
 
 from aiohttp import web
 
+from fakes.server import FakeServer
+
 DEFAULT_REPLY = "Hello from the fake TGI model"
 TOOL_ARGUMENTS = '{"city": "Paris"}'
 _DESERIALIZE = "Failed to deserialize the JSON body into the target type"
@@ -146,16 +148,15 @@ def sse(data: Any) -> bytes:
     return b"data:" + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
 
 
-class FakeTGI:
+class FakeTGI(FakeServer):
+    thread_name = "fake-tgi"
+
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._script: deque[Behaviour] = deque()
         self.reply = DEFAULT_REPLY
         self._requests: list[Recorded] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
     # ---- scripting and inspection (any thread)
 
@@ -180,60 +181,15 @@ class FakeTGI:
         assert requests, "the fake TGI upstream received no request"
         return requests[-1]
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    # ---- routes (start, stop and url: FakeServer)
 
-    # ---- lifecycle
-
-    def start(self) -> FakeTGI:
-        started = threading.Event()
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            loop.run_until_complete(self._serve())
-            started.set()
-            loop.run_forever()
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-tgi", daemon=True)
-        self._thread.start()
-        if not started.wait(10):
-            raise RuntimeError("the fake TGI upstream did not start")
-        return self
-
-    def stop(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        self._loop = self._thread = self._runner = None
-
-    def __enter__(self) -> FakeTGI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    async def _serve(self) -> None:
+    def _app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/generate", self._generate)
         app.router.add_post("/generate_stream", self._generate_stream)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/models/{model:.+}", self._classic)
-        self._runner = web.AppRunner(
-            app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
-        )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        return app
 
     # ---- handlers (the fake's loop)
 
