@@ -52,14 +52,11 @@ def create_app(gateway: Gateway, policy_path: str | None = None) -> Litestar:
     if policy.config.metrics.enabled:
         handlers.append(metrics_handler(policy.config.metrics.path))
     cors = CORSConfig(allow_origins=list(server.cors_origins)) if server.cors_origins else None
-    plugins = []
-    if policy.config.tracing.enabled:
-        from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+    middleware = []
+    if policy.config.tracing.enabled:  # imported only then: free when off
+        from proxy.observability.server_spans import server_spans
 
-        # one server span per request; no span per ASGI receive/send event (that alone cost
-        # more than the rest of tracing together in bench/)
-        config = OpenTelemetryConfig(exclude_spans=["receive", "send"])
-        plugins.append(OpenTelemetryPlugin(config))
+        middleware.append(server_spans)
     return Litestar(
         route_handlers=handlers,
         dependencies={"gateway": Provide(provide_gateway, use_cache=True, sync_to_thread=False)},
@@ -70,7 +67,7 @@ def create_app(gateway: Gateway, policy_path: str | None = None) -> Litestar:
         },
         lifespan=[lifespan],
         cors_config=cors,
-        plugins=plugins,
+        middleware=middleware,
         openapi_config=None,
         logging_config=None,
         request_max_body_size=policy.max_body_bytes,

@@ -1,5 +1,5 @@
 """OpenTelemetry traces after the GenAI semantic conventions: a client span `chat {model}`
-per upstream attempt (the server span per request comes from Litestar's OTel plugin).
+per upstream attempt (the server span per request is server_spans.py's).
 
 Off by default and free when off: OpenTelemetry is imported only when tracing is enabled,
 and the hot path checks one attribute. Export follows the standard OTEL_* variables:

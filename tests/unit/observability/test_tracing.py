@@ -94,3 +94,37 @@ async def test_tracing_off_makes_no_spans(fake_openai: FakeOpenAI) -> None:
         body = {"model": "chat", "messages": [{"role": "user", "content": "x"}]}
         assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
     assert EXPORTER.get_finished_spans() == ()
+
+
+async def test_server_span_follows_http_conventions_and_continues_the_callers_trace(
+    fake_openai: FakeOpenAI,
+) -> None:
+    from fakes.openai_upstream import status
+
+    gateway = Gateway.from_dict({**policy(fake_openai.base_url, True), "retry": {"attempts": 1}})
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    traceparent = {"traceparent": f"00-{trace_id}-{parent_id}-01"}
+    body = {"model": "chat", "messages": [{"role": "user", "content": "x"}]}
+    async with AsyncTestClient(create_app(gateway)) as client:
+        ok = await client.post("/v1/chat/completions", json=body, headers=traceparent)
+        assert ok.status_code == 200
+        missing = await client.get("/v1/models/no-such-model")
+        assert missing.status_code == 404
+        fake_openai.script(status(500))
+        failed = await client.post("/v1/chat/completions", json=body)
+        assert failed.status_code == 502
+    first, second, third = spans(SpanKind.SERVER)
+    assert first.name == "POST /v1/chat/completions"
+    assert first.context.trace_id == int(trace_id, 16)
+    assert first.parent is not None and first.parent.span_id == int(parent_id, 16)
+    attributes = dict(first.attributes or {})
+    assert attributes["http.request.method"] == "POST"
+    assert attributes["http.route"] == "/v1/chat/completions"
+    assert attributes["http.response.status_code"] == 200
+    assert first.status.is_unset
+    assert second.name == "GET /v1/models/{model_id}"  # the route, not the id: bounded
+    assert (second.attributes or {})["http.response.status_code"] == 404
+    assert second.status.is_unset  # a client error is not the server's
+    assert second.context.trace_id != first.context.trace_id  # no traceparent: a new trace
+    assert (third.attributes or {})["http.response.status_code"] == 502
+    assert not third.status.is_ok and (third.attributes or {})["error.type"] == "502"
