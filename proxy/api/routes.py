@@ -13,6 +13,7 @@ from proxy.api.openapi import openapi_document
 from proxy.api.request_id import AnyRequest, read_headers
 from proxy.api.sse import SSE_HEADERS, sse_frames
 from proxy.gateway import Gateway
+from proxy.observability.process_stats import process_stats
 from proxy.wire import Model, ModelList
 
 CACHE_CONTROL = frozenset({b"cache-control"})
@@ -64,7 +65,7 @@ async def readiness(gateway: NamedDependency[Gateway]) -> Response[dict[str, str
 
 @get("/health")
 async def health(gateway: NamedDependency[Gateway]) -> dict[str, Any]:
-    return await gateway.health()
+    return {**await gateway.health(), "process": process_stats()}
 
 
 @get("/openapi.json", include_in_schema=False)
