@@ -83,6 +83,9 @@ PLANS: dict[str, dict[str, float]] = {
     },
     "backup": {"ok": 0.92, "500": 0.03, "reset before response": 0.03, "429 retry-after": 0.02},
     "long": {"slow stream": 1.0},
+    # for the replica checks: answers that depend on the proxy alone, and a breaker that opens
+    "steady": {"ok": 1.0},
+    "dead": {"500": 1.0},
 }
 
 

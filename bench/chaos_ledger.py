@@ -41,8 +41,10 @@ class Ledger:
     duration: float = 0.0
     workers: int = 0
     seed: int = 0
+    replicas: int = 1
     unhandled_in_log: int = 0
     log_counts: dict[str, int] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)  # the replica checks' figures
 
     def by_outcome(self, outcome: str) -> list[Result]:
         return [r for r in self.results if r.outcome == outcome]
@@ -74,8 +76,10 @@ class Ledger:
             "seconds": round(self.duration, 1),
             "workers": self.workers,
             "seed": self.seed,
+            "replicas": self.replicas,
             "sent": len(self.results),
             "by_client": dict(Counter(r.spec.client for r in self.results)),
+            "by_replica": dict(sorted(Counter(r.spec.replica for r in self.results).items())),
             "streams": sum(r.spec.stream for r in self.results),
             "ok": len(ok),
             "failed_over": sum(1 for r in ok if (r.attempts or 0) > 1),
@@ -100,6 +104,7 @@ class Ledger:
             "faults_total": faults_total,
             "faults": {up: dict(c.most_common()) for up, c in self.faults.items()},
             "events": [{"at": round(e.at, 1), "what": e.what, "ok": e.ok} for e in self.events],
+            "replica_checks": self.checks,
             "unhandled_errors_in_log": self.unhandled_in_log,
             "proxy_log": self.log_counts,
             "passed": self.passed,
@@ -108,9 +113,10 @@ class Ledger:
     def render(self) -> str:
         s = self.summary()
         lines = [
-            f"chaos ledger: {s['seconds']} s of load, {s['workers']} workers, seed {s['seed']}",
+            f"chaos ledger: {s['seconds']} s of load, {s['workers']} workers, "
+            f"{s['replicas']} replicas, seed {s['seed']}",
             f"  requests sent          {s['sent']:>6}   (by client {s['by_client']}, "
-            f"{s['streams']} streams)",
+            f"{s['streams']} streams; by replica {s['by_replica']})",
             f"  answered OK            {s['ok']:>6}   (failed over, x-llm-proxy-attempts > 1: "
             f"{s['failed_over']}; cache hits: {s['cache_hits']})",
             f"  OpenAI-style errors    {sum(s['errors_by_status'].values()):>6}   by status "
@@ -135,7 +141,9 @@ class Ledger:
         lines.append("  events")
         for e in s["events"]:
             lines.append(f"    {e['at']:>6.1f} s  {'ok  ' if e['ok'] else 'FAIL'}  {e['what']}")
-        lines.append(f"  proxy log: {s['proxy_log']}")
+        for name, figures in s["replica_checks"].items():
+            lines.append(f"  {name}: {figures}")
+        lines.append(f"  proxy log (all replicas): {s['proxy_log']}")
         lines.append(f"  unhandled errors in the proxy log: {s['unhandled_errors_in_log']}")
         for r in (self.lost + self.unexpected)[:20]:
             lines.append(

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import json
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +47,7 @@ class Spec:
     usage: bool = False
     temperature: float | None = None
     hang_up: bool = False  # the client leaves after two chunks
+    replica: int | None = None  # which proxy it went to (round-robin when not set)
 
     @property
     def expected(self) -> str:
@@ -306,37 +309,49 @@ async def _raw_stream(resp: httpx.Response, spec: Spec, result: Result, started:
 
 
 class Load:
-    """`workers` coroutines sending requests until `stop` is set; every result kept."""
+    """`workers` coroutines sending requests until `stop` is set; every result kept.
 
-    def __init__(self, base_url: str, keys: dict[str, str], mix: Mix, workers: int) -> None:
+    With several base URLs (replicas of the proxy), request i goes to replica i mod n."""
+
+    def __init__(
+        self, base_urls: Sequence[str], keys: dict[str, str], mix: Mix, workers: int
+    ) -> None:
         self.mix = mix
         self.workers = workers
         self.results: list[Result] = []
         self.inflight = 0
         self.stop = asyncio.Event()
+        self.replicas = len(base_urls)
+        self._turn = itertools.count()
         # idle connections dropped before the server's 5 s keep-alive closes them: no race
         limits = httpx.Limits(max_connections=workers * 2 + 8, keepalive_expiry=2.0)
         timeout = httpx.Timeout(CLIENT_TIMEOUT, connect=5.0)
         self.sdk = {
-            name: openai.AsyncOpenAI(
+            (replica, name): openai.AsyncOpenAI(
                 base_url=base_url + "/v1",
                 api_key=key,
                 max_retries=0,
                 timeout=timeout,
                 http_client=httpx.AsyncClient(limits=limits, timeout=timeout),
             )
+            for replica, base_url in enumerate(base_urls)
             for name, key in keys.items()
         }
-        self.raw = httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits)
+        self.raw = [
+            httpx.AsyncClient(base_url=base_url, timeout=timeout, limits=limits)
+            for base_url in base_urls
+        ]
         self.keys = keys
 
     async def one(self, spec: Spec) -> Result:
         self.inflight += 1
+        if spec.replica is None:
+            spec.replica = next(self._turn) % self.replicas
         try:
             if spec.client == "sdk":
-                call = sdk_request(self.sdk[spec.key_name], spec)
+                call = sdk_request(self.sdk[spec.replica, spec.key_name], spec)
             else:
-                call = raw_request(self.raw, self.keys[spec.key_name], spec)
+                call = raw_request(self.raw[spec.replica], self.keys[spec.key_name], spec)
             try:
                 result = await asyncio.wait_for(call, CLIENT_TIMEOUT + 5)
             except TimeoutError:
@@ -356,4 +371,5 @@ class Load:
     async def close(self) -> None:
         for client in self.sdk.values():
             await client.close()
-        await self.raw.aclose()
+        for raw in self.raw:
+            await raw.aclose()

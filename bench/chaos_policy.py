@@ -1,6 +1,6 @@
 """The policies of the chaos run: a realistic one (weighted and priority routes, fallbacks,
 breakers, key limits, a Redis cache and Redis limits), the valid change written during the run,
-and the invalid file written after it."""
+and the invalid file written after it. Every replica of the run reads the same file."""
 
 from __future__ import annotations
 
@@ -9,12 +9,21 @@ from typing import Any
 
 from bench.chaos_faults import Timeouts
 
-KEYS = {"svc": "sk-chaos-svc-0001", "tight": "sk-chaos-tight-0002", "batch": "sk-chaos-batch-0003"}
+KEYS = {
+    "svc": "sk-chaos-svc-0001",
+    "tight": "sk-chaos-tight-0002",
+    "batch": "sk-chaos-batch-0003",
+    "exact": "sk-chaos-exact-0004",  # the replica check's burst alone uses it
+}
+EXACT_LIMIT = 30  # requests a minute for the "exact" key, across every replica
+EXACT_REQUESTS = f"{EXACT_LIMIT}/minute"
 UPSTREAM_KEYS = {
     "up-a": "sk-chaos-upstream-A-secret",
     "up-b": "sk-chaos-upstream-B-secret",
     "up-c": "sk-chaos-upstream-C-secret",
     "up-long": "sk-chaos-upstream-L-secret",
+    "up-steady": "sk-chaos-upstream-S-secret",
+    "up-dead": "sk-chaos-upstream-D-secret",
 }
 DRAIN_TIMEOUT = 12.0  # > retry.deadline + one attempt's total: every JSON request can finish
 DEADLINE = 6.0
@@ -27,11 +36,14 @@ FALLBACKS = {
     "chat-backup": ("chat-backup",),
     "chat-new": ("chat-new", "chat-backup"),
     "chat-long": ("chat-long",),
+    "chat-exact": ("chat-exact",),
+    "chat-dead": ("chat-dead",),
 }
 
 
 def chaos_policy(urls: dict[str, str], redis_url: str, timeouts: Timeouts) -> dict[str, Any]:
-    """`urls`: upstream name -> its /v1 base URL (up-a flaky, up-b slow, up-c backup, up-long)."""
+    """`urls`: upstream name -> its /v1 base URL (up-a flaky, up-b slow, up-c backup, up-long;
+    up-steady always answers and up-dead always fails, for the replica checks)."""
 
     def upstream(name: str, **extra: Any) -> dict[str, Any]:
         return {
@@ -52,6 +64,8 @@ def chaos_policy(urls: dict[str, str], redis_url: str, timeouts: Timeouts) -> di
             "up-long": upstream(
                 "up-long", timeout={"connect": 1, "first_token": 5, "idle": 5, "total": 30}
             ),
+            "up-steady": upstream("up-steady"),
+            "up-dead": upstream("up-dead"),
         },
         "models": {
             "chat-weighted": {
@@ -80,6 +94,8 @@ def chaos_policy(urls: dict[str, str], redis_url: str, timeouts: Timeouts) -> di
             },
             "chat-backup": {"routes": [{"upstream": "up-c", "model": "c-backup"}]},
             "chat-long": {"routes": [{"upstream": "up-long", "model": "long"}]},
+            "chat-exact": {"routes": [{"upstream": "up-steady", "model": "steady"}]},
+            "chat-dead": {"routes": [{"upstream": "up-dead", "model": "dead"}]},
         },
         "keys": [
             {"name": "svc", "key": KEYS["svc"], "limits": {"concurrency": 64}},
@@ -89,6 +105,7 @@ def chaos_policy(urls: dict[str, str], redis_url: str, timeouts: Timeouts) -> di
                 "limits": {"requests": "4/second", "tokens": "20000/minute"},
             },
             {"name": "batch", "key": KEYS["batch"], "limits": {"requests": "6000/minute"}},
+            {"name": "exact", "key": KEYS["exact"], "limits": {"requests": EXACT_REQUESTS}},
         ],
         "limits": {"storage": redis_url, "on_storage_error": "allow"},
         "cache": {"backend": "redis", "url": redis_db1, "ttl": 300},

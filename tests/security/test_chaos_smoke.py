@@ -1,7 +1,9 @@
-"""The chaos run (bench/chaos.py), bounded for CI: 20 s of load with upstream faults, a Redis
-restart, a valid then an invalid policy rewrite and a SIGTERM with streams in flight. It runs
-as its own process (its fakes and load keep their own interpreter) and must lose nothing.
-docs/reliability.md says what it checks; `python bench/chaos.py --duration 120` is the long run.
+"""The chaos run (bench/chaos.py), bounded for CI: two replicas behind one Redis, 20 s of load
+with upstream faults, a key limit that must hold exactly across the replicas, a breaker that must
+be shared, a Redis restart, a valid then an invalid policy rewrite and a SIGTERM to both with
+streams in flight. It runs as its own process (its fakes and load keep their own interpreter) and
+must lose nothing. docs/reliability.md says what it checks; `python bench/chaos.py --duration 120`
+is the long run.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ def test_a_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
             "4",
             "--long-streams",
             "3",
+            "--replicas",
+            "2",
             "--seed",
             "20240601",
             "--json",
@@ -72,8 +76,12 @@ def test_a_short_chaos_run_loses_nothing(tmp_path: Path) -> None:
     assert ledger["unexpected_statuses"] == 0, output[-5000:]
     assert ledger["unhandled_errors_in_log"] == 0, output[-5000:]
     assert all(event["ok"] for event in ledger["events"]), ledger["events"]
-    assert len(ledger["events"]) == 7, ledger["events"]
+    assert len(ledger["events"]) == 9, ledger["events"]
     assert ledger["ok"] > 0 and ledger["faults_total"] > 0, ledger
+    assert set(ledger["by_replica"]) == {"0", "1"}, ledger["by_replica"]  # JSON keys
+    burst = ledger["replica_checks"]["limit burst"]
+    assert burst["answers"]["200"] == burst["limit"], burst
+    assert len(ledger["replica_checks"]["shared breaker"]["seen_open_after_s"]) == 1, ledger
     assert done.returncode == 0, output[-5000:]
 
 
@@ -98,7 +106,7 @@ def test_the_chaos_checker_tells_lost_from_answered(fake_openai: FakeOpenAI, cli
     ]
 
     async def drive() -> list[str]:
-        load = Load(fake_openai.url, {"svc": "k"}, Mix(random.Random(0)), workers=1)
+        load = Load([fake_openai.url], {"svc": "k"}, Mix(random.Random(0)), workers=1)
         outcomes = []
         try:
             for behaviour, stream, _ in cases:
