@@ -79,6 +79,7 @@ class ChatResult:
     headers: dict[str, str]
     body: bytes | None = None  # a chat.completion
     stream: AsyncIterator[list[bytes]] | None = None  # chat.completion.chunk JSON, batched
+    whole_stream: list[bytes] | None = None  # all of `stream`, known at once (a cache hit)
 
 
 def new_request_id() -> str:
@@ -303,7 +304,7 @@ class Gateway:
             return ChatResult(headers, body=entry.body)
         wants_usage = bool(head.stream_options and head.stream_options.include_usage)
         chunks = replay(_decode(entry.body), wants_usage)
-        return ChatResult(headers, stream=_once(chunks))
+        return ChatResult(headers, stream=_once(chunks), whole_stream=chunks)
 
     def _validate(self, policy: Policy, body: bytes) -> ChatRequestHead:
         if len(body) > policy.max_body_bytes:

@@ -11,7 +11,7 @@ from litestar.response import Stream
 
 from proxy.api.openapi import openapi_document
 from proxy.api.request_id import AnyRequest, read_headers
-from proxy.api.sse import SSE_HEADERS, sse_frames
+from proxy.api.sse import EVENT_STREAM, SSE_HEADERS, sse_body, sse_frames
 from proxy.gateway import Gateway
 from proxy.observability.process_stats import process_stats
 from proxy.wire import Model, ModelList
@@ -26,9 +26,12 @@ async def chat_completions(request: AnyRequest, gateway: NamedDependency[Gateway
     body = await request.body()
     result = await gateway.handle_chat(body, authorization, request_id, headers)
     headers = {**result.headers, "x-request-id": request_id}
+    if result.whole_stream is not None:
+        headers.update(SSE_HEADERS)
+        return Response(sse_body(result.whole_stream), media_type=EVENT_STREAM, headers=headers)
     if result.stream is not None:
         headers.update(SSE_HEADERS)
-        return Stream(sse_frames(result.stream), media_type="text/event-stream", headers=headers)
+        return Stream(sse_frames(result.stream), media_type=EVENT_STREAM, headers=headers)
     return Response(result.body, media_type="application/json", headers=headers)
 
 

@@ -13,7 +13,13 @@ from loguru import logger
 from proxy.errors import InternalError, ProxyError
 
 DONE = b"data: [DONE]\n\n"
+EVENT_STREAM = "text/event-stream"
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def sse_body(payloads: list[bytes]) -> bytes:
+    """A whole stream known in advance, as one body: one write, no chunked framing."""
+    return b"".join([b"data: " + payload + b"\n\n" for payload in payloads]) + DONE
 
 
 async def sse_frames(batches: AsyncIterator[list[bytes]]) -> AsyncIterator[bytes]:

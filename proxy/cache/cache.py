@@ -32,10 +32,11 @@ _encode_entry = msgspec.msgpack.Encoder().encode
 _decode_entry = msgspec.msgpack.Decoder(Entry).decode
 
 
-def build_backend(config: CacheConfig) -> CacheBackend | None:
+def build_backend(config: CacheConfig, metrics: Metrics) -> CacheBackend | None:
     size = parse_size(config.max_size)
     if config.backend == "disk":
-        return DiskBackend(Path(config.path), size)
+        failed = metrics.child(metrics.storage_errors, "cache")
+        return DiskBackend(Path(config.path), size, on_error=lambda _: failed.inc())
     if config.backend == "memory":
         return MemoryBackend(size)
     if config.backend == "redis":
@@ -47,7 +48,7 @@ class ResponseCache:
     def __init__(self, config: CacheConfig, metrics: Metrics) -> None:
         self.config = config
         self.metrics = metrics
-        self.backend = build_backend(config)
+        self.backend = build_backend(config, metrics)
         self._flights: dict[str, asyncio.Future[Entry | None]] = {}
         self._fills: set[asyncio.Task[None]] = set()
 
@@ -74,7 +75,9 @@ class ResponseCache:
         if self.backend is None:
             return
         entry = _encode_entry(Entry(time.time(), body, route))
-        self._spawn(self._guard(self.backend.set(key, entry, ttl), None))
+        later = self.backend.put(key, entry, ttl)
+        if later is not None:
+            self._spawn(self._guard(later, None))
 
     async def reachable(self) -> dict[str, Any]:
         if self.backend is None:

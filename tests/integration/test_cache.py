@@ -419,6 +419,7 @@ def test_a_json_fill_is_replayed_as_a_valid_stream(
     headers, events = sse_events(cache_proxy, {**body, "stream_options": {"include_usage": True}})
     assert headers[CACHE_HEADER] == "hit"
     assert headers["content-type"].startswith("text/event-stream")
+    assert int(headers["content-length"]) > 0  # known whole: one body, not chunked
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
     assert all(c["object"] == "chat.completion.chunk" and c["model"] == "cached" for c in chunks)

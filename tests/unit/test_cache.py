@@ -358,6 +358,56 @@ async def test_disk_backend_expires_entries(tmp_path: Path) -> None:
         await disk.close()
 
 
+async def test_disk_fills_queue_for_the_writer_and_read_back_at_once(tmp_path: Path) -> None:
+    disk = DiskBackend(tmp_path / "cache", 10 * 2**20)
+    for i in range(200):
+        disk.put(f"k{i}", b"v%d" % i, ttl=600)  # returns at once: nothing to await
+    assert await disk.get("k199") == b"v199"  # written or still queued, it is served
+    for _ in range(100):
+        if not disk._queued:
+            break
+        await asyncio.sleep(0.01)
+    assert not disk._queued  # the writer stored them all, and the side table let go
+    assert disk._cache.get("k0") == b"v0"
+    disk.put("last", b"before close", ttl=600)
+    await disk.close()  # what is still queued is written before the file closes
+    reopened = DiskBackend(tmp_path / "cache", 10 * 2**20)
+    try:
+        assert await reopened.get("last") == b"before close"
+    finally:
+        await reopened.close()
+
+
+async def test_a_queued_fill_expires_too(tmp_path: Path) -> None:
+    disk = DiskBackend(tmp_path / "cache", 10 * 2**20)
+    try:
+        disk.put("short", b"v", ttl=0.05)
+        await asyncio.sleep(0.1)
+        assert await disk.get("short") is None
+    finally:
+        await disk.close()
+
+
+async def test_a_failed_disk_write_is_reported(tmp_path: Path) -> None:
+    failures: list[Exception] = []
+    disk = DiskBackend(tmp_path / "cache", 10 * 2**20, on_error=failures.append)
+
+    def broken() -> Any:
+        raise OSError("disk full")
+
+    disk._cache.transact = broken  # type: ignore[method-assign]
+    disk.put("k", b"v", ttl=600)
+    for _ in range(100):
+        if failures:
+            break
+        await asyncio.sleep(0.01)
+    assert [str(f) for f in failures] == ["disk full"]
+    await asyncio.sleep(0.05)
+    assert await disk.get("k") is None  # the lost fill is not served from the side table
+    del disk._cache.transact
+    await disk.close()
+
+
 async def test_disk_backend_is_bounded_by_max_size(tmp_path: Path) -> None:
     """diskcache culls the oldest entries once the cache is larger than max_size."""
     limit = 100_000
@@ -424,6 +474,9 @@ class BrokenBackend:
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         self.calls += 1
         raise TimeoutError
+
+    def put(self, key: str, value: bytes, ttl: float) -> Any:
+        return self.set(key, value, ttl)
 
     async def close(self) -> None:
         pass
