@@ -20,6 +20,7 @@ import uvicorn
 from loguru import logger
 
 from proxy.api.app import create_asgi
+from proxy.api.protocol import HttpProtocol
 from proxy.gateway import Gateway
 from proxy.loader import LoadedConfig
 from proxy.observability.logging import configure_logging
@@ -105,7 +106,7 @@ def run(
         "host": host,
         "port": port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": HttpProtocol,  # httptools, declining upgrades without losing the body
         "log_config": None,
         "log_level": loaded.config.logging.level.lower().replace("trace", "debug"),
         "access_log": False,

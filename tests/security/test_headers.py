@@ -8,6 +8,9 @@ client chose never reaches a response header unescaped.
 
 from __future__ import annotations
 
+import json
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -155,12 +158,38 @@ def test_upgrade_requests_get_an_answer_and_never_reach_the_upstream(
         "http2-settings": "AAMAAABkAARAAAAAAAIAAAAA",
     }
     resp = http.post(CHAT, json={"model": "plain", "messages": MESSAGES}, headers=headers)
-    assert resp.status_code != 101
-    if resp.status_code != 200:
-        assert 400 <= resp.status_code < 500, resp.text
-        assert_envelope(resp.json())
-    for rec in fake_openai.chat_requests:
-        assert_only_proxy_headers(rec.headers, {})
+    # an upgrade the proxy will not perform leaves an ordinary request: body and all
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["object"] == "chat.completion"
+    assert resp.headers.get("connection") == "close"
+    (rec,) = fake_openai.chat_requests
+    assert json.loads(rec.body)["messages"] == MESSAGES
+    assert_only_proxy_headers(rec.headers, {})
+    after = http.post(CHAT, json={"model": "plain", "messages": MESSAGES})  # a new connection
+    assert after.status_code == 200
+
+
+def test_a_declined_upgrade_whose_body_comes_later_is_read_whole(
+    header_proxy: RunningProxy, fake_openai: FakeOpenAI
+) -> None:
+    body = json.dumps({"model": "plain", "messages": MESSAGES}).encode()
+    head = (
+        f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+        f"Authorization: Bearer {CLIENT_KEY_B}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", header_proxy.port), timeout=10) as sock:
+        sock.sendall(head + body[:7])  # the body in three packets
+        time.sleep(0.1)
+        sock.sendall(body[7:20])
+        time.sleep(0.1)
+        sock.sendall(body[20:])
+        answer = b""
+        while chunk := sock.recv(65536):  # the proxy closes the connection after answering
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b'"chat.completion"' in answer
+    assert json.loads(fake_openai.chat_requests[-1].body)["messages"] == MESSAGES
 
 
 @pytest.mark.parametrize(
