@@ -21,7 +21,6 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from pathlib import Path
-from random import getrandbits as _random_bits
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -39,30 +38,29 @@ from proxy.errors import (
     ProxyError,
     RequestTooLargeError,
     UpstreamError,
-    UpstreamNotConfiguredError,
     UpstreamRejectedError,
 )
+from proxy.inprocess import InProcessChat
 from proxy.limits.limiter import Admission, Limiter
 from proxy.loader import LoadedConfig, load_dict, load_file
 from proxy.observability.access_log import AccessLog
 from proxy.observability.logging import Redactor
 from proxy.observability.metrics import Metrics
 from proxy.observability.tracing import Tracing
-from proxy.policy import Caller, Policy, ResolvedModel, Route, compile_policy
+from proxy.planning import PlannedRequest
+from proxy.planning import plans as make_plans
+from proxy.policy import Caller, Policy, ResolvedModel, compile_policy
 from proxy.relay import OpenStreams, StreamContext, count_usage, open_relay, rewrite_completion
 from proxy.routing.dispatch import Attempt, Dispatcher, Plan
 from proxy.routing.health import HealthBoard, RouteHealth
 from proxy.routing.rules import apply_rules, estimate_prompt_tokens
 from proxy.routing.shared import SharedHealth
-from proxy.upstreams.base import UpstreamCall
+from proxy.status import GatewayStatus
 from proxy.upstreams.pool import UpstreamPool
 from proxy.wire import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatRequestHead,
-    Model,
-    ModelList,
-    decode_body,
     decode_chat_head,
 )
 
@@ -82,11 +80,7 @@ class ChatResult:
     whole_stream: list[bytes] | None = None  # all of `stream`, known at once (a cache hit)
 
 
-def new_request_id() -> str:
-    return f"req_{_random_bits(128):032x}"  # unique, not secret: no need for os.urandom
-
-
-class Gateway:
+class Gateway(GatewayStatus, InProcessChat):
     def __init__(self, loaded: LoadedConfig) -> None:
         self._policy = compile_policy(loaded)
         config = self._policy.config
@@ -235,7 +229,8 @@ class Gateway:
             self.metrics.child(self.metrics.cache_requests, lookup.result).inc()
             if lookup.entry is not None:
                 return await self._serve_hit(lookup.entry, head, caller, resolved, record)
-            plans = self._plans(policy, resolved, head, body, request_id)
+            planned = PlannedRequest(policy, self.upstreams, self.dispatcher, request_id)
+            plans = make_plans(planned, resolved, head, body)
             estimate = estimate_prompt_tokens(head)
             admission = await self.limiter.admit(caller, resolved.policy.name, estimate)
             if head.stream:
@@ -334,60 +329,6 @@ class Gateway:
                 param="model",
             )
         return resolved
-
-    def _plans(
-        self,
-        policy: Policy,
-        resolved: ResolvedModel,
-        head: ChatRequestHead,
-        body: bytes,
-        request_id: str,
-    ) -> Iterator[Plan]:
-        """A plan for the model, then one per fallback, each made only when reached."""
-        plan = self._plan(policy, resolved, head, body, request_id)
-        if not plan.attempts and not plan.parked:
-            raise self._unusable(policy, resolved)
-        yield plan
-        for name in resolved.policy.fallbacks:
-            fallback = policy.resolve(name)
-            if fallback is not None:
-                yield self._plan(policy, fallback, head, body, request_id)
-
-    def _plan(
-        self,
-        policy: Policy,
-        resolved: ResolvedModel,
-        head: ChatRequestHead,
-        body: bytes,
-        request_id: str,
-    ) -> Plan:
-        def make(route: Route) -> Attempt | None:
-            upstream = self.upstreams.get(route.upstream)
-            if upstream is None:
-                return None
-            model = resolved.upstream_model(route)
-
-            def build() -> UpstreamCall:
-                prepared = _upstream_body(body, head, model, route.drop_params)
-                return UpstreamCall(prepared, model, route.timeouts, request_id, route.drop_params)
-
-            return Attempt(route, upstream, resolved, build)
-
-        return self.dispatcher.plan(resolved, make)
-
-    def _unusable(self, policy: Policy, resolved: ResolvedModel) -> Exception:
-        missing = {
-            r.upstream: policy.unconfigured[r.upstream]
-            for r in resolved.policy.routes
-            if r.upstream in policy.unconfigured
-        }
-        if missing:
-            names = ", ".join(f"{var} (upstream '{up}')" for up, var in missing.items())
-            return UpstreamNotConfiguredError(
-                f"The model `{resolved.public}` cannot be served: its upstream is not "
-                f"configured. Set the environment variable {names}."
-            )
-        return UpstreamError(f"The model `{resolved.public}` has no usable route.")
 
     async def _complete(
         self, plans: Iterator[Plan], record: RequestRecord, admission: Admission, lookup: Lookup
@@ -525,135 +466,10 @@ class Gateway:
             **admission.headers,
         }
 
-    async def key_usage(self, authorization: str | None) -> dict[str, Any]:
-        """The caller's own limits, their state and its budget."""
-        return await self.limiter.usage(self._policy.authenticate(authorization))
-
-    # -- models, health, stats ------------------------------------------------------------
-
-    def list_models(self, authorization: str | None) -> ModelList:
-        policy = self._policy
-        caller = policy.authenticate(authorization)
-        created = int(policy.loaded_at)
-        names = [name for name in policy.public_models if caller.allows(name)]
-        return ModelList([Model(id=name, created=created) for name in names])
-
-    def get_model(self, authorization: str | None, model_id: str) -> Model:
-        policy = self._policy
-        caller = policy.authenticate(authorization)
-        if not caller.allows(model_id) or policy.resolve(model_id) is None:
-            raise ModelNotFoundError(
-                f"The model `{model_id}` does not exist or you do not have access to it.",
-                param="model",
-            )
-        return Model(id=model_id, created=int(policy.loaded_at))
-
-    @property
-    def ready(self) -> bool:
-        return self.started and not self.draining
-
-    async def health(self) -> dict[str, Any]:
-        """What /health shows: routes and their breakers, recent error rates, storage
-        reachability, the policy version and the last reload."""
-        policy = self._policy
-        upstreams: dict[str, dict[str, Any]] = {}
-        for name, config in policy.config.upstreams.items():
-            upstreams[name] = {"type": config.__struct_config__.tag, "configured": True}
-            if name in policy.unconfigured:
-                upstreams[name].update(configured=False, missing_env=policy.unconfigured[name])
-        routes = {}
-        for model in policy.models.values():
-            for route in model.routes:
-                state = self.board[route.label]
-                rate, calls = state.error_rate()
-                routes[route.label] = {
-                    "upstream": route.upstream,
-                    "state": state.state(),
-                    "inflight": state.inflight,
-                    "latency_ms": round(state.latency * 1000, 1) if state.latency else None,
-                    "error_rate_1m": None if rate is None else round(rate, 3),
-                    "calls_1m": calls,
-                }
-        return {
-            "status": "draining" if self.draining else ("ok" if self.started else "starting"),
-            "ready": self.ready,
-            "policy": {
-                "version": policy.version,
-                "source": policy.source,
-                "loaded_at": policy.loaded_at,
-                "last_reload": self.last_reload,
-            },
-            "upstreams": upstreams,
-            "routes": routes,
-            "storage": {
-                "limits": await self.limiter.store.reachable(),
-                "cache": await self.cache.reachable(),
-            },
-        }
-
     def _route_changed(self, health: RouteHealth, event: str) -> None:
         if event in ("open", "close"):
             self.metrics.set_route_up(health.label, event == "close")
 
-    def stats(self) -> dict[str, list[dict[str, Any]]]:
-        return self.metrics.snapshot()
-
-    # -- in-process API -------------------------------------------------------------------
-
-    async def chat(
-        self,
-        model: str,
-        messages: str | list[dict[str, Any]],
-        *,
-        stream: bool = False,
-        api_key: str | None = None,
-        request_id: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        **params: Any,
-    ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]:
-        """Chat without HTTP. `messages` may be a string (one user message)."""
-        if isinstance(messages, str):
-            messages = [{"role": "user", "content": messages}]
-        request: dict[str, Any] = {"model": model, "messages": messages, **params}
-        if stream:
-            request["stream"] = True
-        authorization = f"Bearer {api_key}" if api_key else None
-        lowered = {k.lower(): v for k, v in (headers or {}).items()}
-        result = await self.handle_chat(
-            _encode(request), authorization, request_id or new_request_id(), lowered
-        )
-        if result.stream is not None:
-            return _typed_chunks(result.stream)
-        assert result.body is not None
-        return _completion_decoder.decode(result.body)
-
 
 async def _once(batch: list[bytes]) -> AsyncIterator[list[bytes]]:
     yield batch
-
-
-async def _typed_chunks(
-    batches: AsyncIterator[list[bytes]],
-) -> AsyncIterator[ChatCompletionChunk]:
-    async for batch in batches:
-        for payload in batch:
-            yield _chunk_decoder.decode(payload)
-
-
-def _upstream_body(
-    body: bytes, head: ChatRequestHead, upstream_model: str, drop: frozenset[str] = frozenset()
-) -> bytes:
-    """The client's body with only `model` rewritten (usage asked for on streams, and the
-    fields the route is configured to drop removed)."""
-    wants_usage = bool(head.stream_options and head.stream_options.include_usage)
-    add_usage = bool(head.stream) and not wants_usage
-    if head.model == upstream_model and not add_usage and not drop:
-        return body
-    data = decode_body(body)
-    data["model"] = upstream_model
-    for name in drop:
-        data.pop(name, None)
-    if add_usage:
-        options = data.get("stream_options") or {}
-        data["stream_options"] = {**options, "include_usage": True}
-    return _encode(data)

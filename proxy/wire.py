@@ -165,6 +165,9 @@ def decode_chat_head(body: bytes) -> ChatRequestHead:
 _generic_decoder = msgspec.json.Decoder()
 
 
+_encode = msgspec.json.Encoder().encode
+
+
 def decode_body(body: bytes) -> dict[str, Any]:
     """The whole body as plain data (rewriting, cache keys); values msgspec cannot hold
     (1e999, a 5000-digit integer, invalid UTF-8) are the client's 400, not our 500."""
@@ -190,3 +193,22 @@ def _describe(message: str) -> str:
     param = _param_of(message)
     reason = _AT_PATH.sub("", message)
     return f"Invalid request: {reason}" + (f" (at '{param}')" if param else "")
+
+
+def upstream_body(
+    body: bytes, head: ChatRequestHead, upstream_model: str, drop: frozenset[str] = frozenset()
+) -> bytes:
+    """The client's body with only `model` rewritten (usage asked for on streams, and the
+    fields the route is configured to drop removed)."""
+    wants_usage = bool(head.stream_options and head.stream_options.include_usage)
+    add_usage = bool(head.stream) and not wants_usage
+    if head.model == upstream_model and not add_usage and not drop:
+        return body
+    data = decode_body(body)
+    data["model"] = upstream_model
+    for name in drop:
+        data.pop(name, None)
+    if add_usage:
+        options = data.get("stream_options") or {}
+        data["stream_options"] = {**options, "include_usage": True}
+    return _encode(data)

@@ -9,7 +9,7 @@ from typing import Any
 
 from litestar import Request
 
-from proxy.gateway import new_request_id
+from proxy.inprocess import new_request_id
 
 AnyRequest = Request[Any, Any, Any]
 _SAFE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")

@@ -56,7 +56,7 @@ def _generic_decode_fails(body: bytes) -> bool:
     """tests/fuzz/test_chat_body_fuzz.py::test_strings_and_numbers_msgspec_refuses_are_400:
     invalid UTF-8 inside a JSON string, or a number out of range (1e999, a 5000-digit integer)
     in a field the head does not type, passes or escapes decode_chat_head, then msgspec's
-    generic decode raises UnicodeDecodeError / ValidationError in gateway._upstream_body
+    generic decode raises UnicodeDecodeError / ValidationError in wire.upstream_body
     (or decode_chat_head itself lets UnicodeDecodeError out): a 500."""
     try:
         msgspec.json.decode(body)

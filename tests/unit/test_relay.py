@@ -6,10 +6,9 @@ import msgspec
 import pytest
 
 from proxy.errors import UpstreamError
-from proxy.gateway import _upstream_body
 from proxy.relay import rewrite_completion
 from proxy.upstreams.http import error_from_status, retry_after
-from proxy.wire import decode_chat_head
+from proxy.wire import decode_chat_head, upstream_body
 
 
 def test_completion_gets_the_public_model_and_keeps_everything_else() -> None:
@@ -31,7 +30,7 @@ def test_malformed_reply_is_an_upstream_error(reply: bytes) -> None:
 
 def test_body_passes_through_untouched_when_model_is_the_same() -> None:
     body = b'{"model":"m", "messages":[{"role":"user","content":"x"}], "x_future": 1.5e300}'
-    assert _upstream_body(body, decode_chat_head(body), "m") is body
+    assert upstream_body(body, decode_chat_head(body), "m") is body
 
 
 def test_body_rewrites_only_model_and_asks_for_stream_usage() -> None:
@@ -39,7 +38,7 @@ def test_body_rewrites_only_model_and_asks_for_stream_usage() -> None:
         b'{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,'
         b'"x_future":{"a":[1,2]}}'
     )
-    data = msgspec.json.decode(_upstream_body(body, decode_chat_head(body), "up-model"))
+    data = msgspec.json.decode(upstream_body(body, decode_chat_head(body), "up-model"))
     assert data["model"] == "up-model"
     assert data["stream_options"] == {"include_usage": True}
     assert data["x_future"] == {"a": [1, 2]}
@@ -47,10 +46,16 @@ def test_body_rewrites_only_model_and_asks_for_stream_usage() -> None:
 
 @pytest.mark.parametrize(
     ("status", "kind", "client_status"),
-    [(400, "UpstreamRejectedError", 400), (422, "UpstreamRejectedError", 400),
-     (401, "UpstreamAuthError", 502), (403, "UpstreamAuthError", 502),
-     (404, "UpstreamError", 502), (429, "RateLimitError", 429),
-     (500, "UpstreamError", 502), (503, "UpstreamError", 502)],
+    [
+        (400, "UpstreamRejectedError", 400),
+        (422, "UpstreamRejectedError", 400),
+        (401, "UpstreamAuthError", 502),
+        (403, "UpstreamAuthError", 502),
+        (404, "UpstreamError", 502),
+        (429, "RateLimitError", 429),
+        (500, "UpstreamError", 502),
+        (503, "UpstreamError", 502),
+    ],
 )
 def test_upstream_statuses_map_to_client_errors(status: int, kind: str, client_status: int) -> None:
     body = b'{"error":{"message":"Incorrect API key provided: sk-upstr****1234","code":"x"}}'
