@@ -1,9 +1,10 @@
-"""The request pipeline, and the in-process API for programs that embed the proxy.
+"""The request pipeline and the gateway's life (start, policy swaps, close).
 
 auth -> validate -> allow-list (the name the client sent) -> rules -> resolve model ->
-dispatch over routes and fallbacks (retries, parking, failover before the first byte) ->
-relay -> account. The HTTP layer is a thin shell over `Gateway.handle_chat`;
-`Gateway.chat` is the same pipeline with typed results.
+cache -> key/model limits -> the exchange with upstreams (proxy/exchange.py: dispatch over
+routes and fallbacks, relay, settle) -> account. The HTTP layer is a thin shell over
+`Gateway.handle_chat`; `Gateway.chat` (proxy/inprocess.py) is the same pipeline with typed
+results, and proxy/status.py what the gateway reports about itself.
 """
 
 from __future__ import annotations
@@ -13,23 +14,18 @@ import random
 import time
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
-    Callable,
     Coroutine,
-    Iterator,
     Mapping,
 )
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 import msgspec
 
 from proxy.accounting import RequestRecord
 from proxy.cache.cache import Entry, ResponseCache
-from proxy.cache.flow import CacheFlow, Lookup, usage_of
+from proxy.cache.flow import CacheFlow, Lookup
 from proxy.cache.replay import replay
 from proxy.errors import (
     InvalidRequestError,
@@ -37,9 +33,9 @@ from proxy.errors import (
     PermissionDeniedError,
     ProxyError,
     RequestTooLargeError,
-    UpstreamError,
     UpstreamRejectedError,
 )
+from proxy.exchange import ChatResult, UpstreamExchange
 from proxy.inprocess import InProcessChat
 from proxy.limits.limiter import Admission, Limiter
 from proxy.loader import LoadedConfig, load_dict, load_file
@@ -50,8 +46,8 @@ from proxy.observability.tracing import Tracing
 from proxy.planning import PlannedRequest
 from proxy.planning import plans as make_plans
 from proxy.policy import Caller, Policy, ResolvedModel, compile_policy
-from proxy.relay import OpenStreams, StreamContext, count_usage, open_relay, rewrite_completion
-from proxy.routing.dispatch import Attempt, Dispatcher, Plan
+from proxy.relay import OpenStreams
+from proxy.routing.dispatch import Dispatcher
 from proxy.routing.health import HealthBoard, RouteHealth
 from proxy.routing.rules import apply_rules, estimate_prompt_tokens
 from proxy.routing.shared import SharedHealth
@@ -72,15 +68,7 @@ _NO_HEADERS: Mapping[str, str] = {}
 _SAFE = "/:@-._~+"  # what x-llm-proxy-route shows unescaped (model ids are client text)
 
 
-@dataclass(slots=True)
-class ChatResult:
-    headers: dict[str, str]
-    body: bytes | None = None  # a chat.completion
-    stream: AsyncIterator[list[bytes]] | None = None  # chat.completion.chunk JSON, batched
-    whole_stream: list[bytes] | None = None  # all of `stream`, known at once (a cache hit)
-
-
-class Gateway(GatewayStatus, InProcessChat):
+class Gateway(UpstreamExchange, GatewayStatus, InProcessChat):
     def __init__(self, loaded: LoadedConfig) -> None:
         self._policy = compile_policy(loaded)
         config = self._policy.config
@@ -329,142 +317,6 @@ class Gateway(GatewayStatus, InProcessChat):
                 param="model",
             )
         return resolved
-
-    async def _complete(
-        self, plans: Iterator[Plan], record: RequestRecord, admission: Admission, lookup: Lookup
-    ) -> ChatResult:
-        async def call(attempt: Attempt) -> tuple[bytes, Any]:
-            reply = await attempt.upstream.complete(attempt.call)
-            public, upstream = attempt.model.public, attempt.route.upstream
-            return rewrite_completion(reply, public, upstream, record)
-
-        enter, leave = self._route_gates(admission)
-        (body, usage), attempt = await self.dispatcher.run(plans, call, record, enter, leave)
-        count_usage(record, usage)
-        Tracing.finish(
-            attempt.span,
-            record.upstream_model,
-            record.prompt_tokens,
-            record.completion_tokens,
-            record.finish_reasons,
-        )
-        self.cache_flow.store_completion(lookup, body, attempt.route.label)
-        prompt = record.prompt_tokens if usage else admission.estimate
-        await self.limiter.finish(
-            admission,
-            attempt.route.label,
-            attempt.call.model,
-            attempt.model.policy.name,
-            prompt,
-            record.completion_tokens,
-        )
-        return ChatResult(self._headers(record, attempt, admission), body=body)
-
-    def _route_gates(
-        self, admission: Admission
-    ) -> tuple[Callable[[Attempt], Awaitable[bool]], Callable[[Attempt], Awaitable[None]]]:
-        limiter = self.limiter
-
-        async def enter(attempt: Attempt) -> bool:
-            return await limiter.admit_route(admission, attempt.route.label, attempt.route.upstream)
-
-        async def leave(attempt: Attempt) -> None:
-            await limiter.release_route(admission, attempt.route.label)
-
-        return enter, leave
-
-    async def _stream(
-        self,
-        plans: Iterator[Plan],
-        head: ChatRequestHead,
-        record: RequestRecord,
-        admission: Admission,
-        lookup: Lookup,
-    ) -> ChatResult:
-        async def call(attempt: Attempt) -> AsyncIterator[list[bytes]]:
-            events = attempt.upstream.stream(attempt.call)
-            try:
-                first = await anext(events, None)
-                if not first:
-                    upstream = attempt.route.upstream
-                    raise UpstreamError(f"The upstream '{upstream}' sent an empty stream.")
-                context = self._stream_context(attempt, head, record, admission, lookup)
-                return open_relay(first, events, context)
-            except BaseException:
-                await events.aclose()  # type: ignore[attr-defined]
-                raise
-
-        enter, leave = self._route_gates(admission)
-        stream, attempt = await self.dispatcher.run(plans, call, record, enter, leave)
-        return ChatResult(self._headers(record, attempt, admission), stream=stream)
-
-    def _stream_context(
-        self,
-        attempt: Attempt,
-        head: ChatRequestHead,
-        record: RequestRecord,
-        admission: Admission,
-        lookup: Lookup,
-    ) -> StreamContext:
-        health = self.board[attempt.route.label]
-        health.inflight += 1  # a stream stays in flight (least-busy) until it ends
-        label = attempt.route.label
-
-        def completed(chunks: list[bytes]) -> None:
-            self.cache_flow.store_stream(lookup, chunks, label, usage_of(record))
-
-        def ended() -> None:
-            health.stream_ended()
-            if record.error:
-                Tracing.fail(attempt.span, Exception(record.error))
-            else:
-                Tracing.finish(
-                    attempt.span,
-                    record.upstream_model,
-                    record.prompt_tokens,
-                    record.completion_tokens,
-                    record.finish_reasons,
-                )
-            self.cache_flow.land(lookup, None)  # no-op when the answer was stored
-            prompt, completion = record.prompt_tokens, record.completion_tokens
-            if not (prompt or completion):  # cut before the usage chunk: estimate it
-                prompt, completion = admission.estimate, record.relayed_bytes // 4
-            self._spawn(
-                self.limiter.finish(
-                    admission,
-                    attempt.route.label,
-                    attempt.call.model,
-                    attempt.model.policy.name,
-                    prompt,
-                    completion,
-                )
-            )
-
-        return StreamContext(
-            public_model=attempt.model.public,
-            upstream=attempt.route.upstream,
-            client_wants_usage=bool(head.stream_options and head.stream_options.include_usage),
-            choices=head.n or 1,
-            max_seconds=self._policy.config.server.max_stream_seconds,
-            record=record,
-            metrics=self.metrics,
-            access_log=self.access_log,
-            open_streams=self.open_streams,
-            on_end=ended,
-            on_complete=completed if lookup.decision is not None else None,
-            collected=[] if lookup.decision is not None else None,
-        )
-
-    def _headers(
-        self, record: RequestRecord, attempt: Attempt, admission: Admission
-    ) -> dict[str, str]:
-        return {
-            "x-llm-proxy-route": quote(
-                f"{attempt.route.upstream}/{attempt.call.model}", safe=_SAFE
-            ),
-            "x-llm-proxy-attempts": str(record.attempts),
-            **admission.headers,
-        }
 
     def _route_changed(self, health: RouteHealth, event: str) -> None:
         if event in ("open", "close"):

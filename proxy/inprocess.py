@@ -13,7 +13,7 @@ import msgspec
 from proxy.wire import ChatCompletion, ChatCompletionChunk
 
 if TYPE_CHECKING:
-    from proxy.gateway import ChatResult
+    from proxy.exchange import ChatResult
 
 _encode = msgspec.json.Encoder().encode
 _completion_decoder = msgspec.json.Decoder(ChatCompletion)
