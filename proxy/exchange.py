@@ -56,13 +56,7 @@ class UpstreamExchange:
         enter, leave = self._route_gates(admission)
         (body, usage), attempt = await self.dispatcher.run(plans, call, record, enter, leave)
         count_usage(record, usage)
-        Tracing.finish(
-            attempt.span,
-            record.upstream_model,
-            record.prompt_tokens,
-            record.completion_tokens,
-            record.finish_reasons,
-        )
+        Tracing.finish(attempt.span, record)
         self.cache_flow.store_completion(lookup, body, attempt.route.label)
         prompt = record.prompt_tokens if usage else admission.estimate
         await self.limiter.finish(
@@ -133,13 +127,7 @@ class UpstreamExchange:
             if record.error:
                 Tracing.fail(attempt.span, Exception(record.error))
             else:
-                Tracing.finish(
-                    attempt.span,
-                    record.upstream_model,
-                    record.prompt_tokens,
-                    record.completion_tokens,
-                    record.finish_reasons,
-                )
+                Tracing.finish(attempt.span, record)
             self.cache_flow.land(lookup, None)  # no-op when the answer was stored
             prompt, completion = record.prompt_tokens, record.completion_tokens
             if not (prompt or completion):  # cut before the usage chunk: estimate it

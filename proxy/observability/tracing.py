@@ -10,10 +10,13 @@ OTEL_SERVICE_NAME, ...
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from proxy.config import ProxyConfig
+
+if TYPE_CHECKING:
+    from proxy.accounting import RequestRecord
 
 PROVIDERS = {"openai": "openai", "huggingface": "huggingface", "local": "transformers"}
 
@@ -84,19 +87,14 @@ class Tracing:
         span.end()
 
     @staticmethod
-    def finish(
-        span: Any,
-        response_model: str | None,
-        input_tokens: int,
-        output_tokens: int,
-        finish_reasons: list[str],
-    ) -> None:
+    def finish(span: Any, record: RequestRecord) -> None:
+        """End a call's span with what the answer said (model, usage, finish reasons)."""
         if span is None:
             return
-        if response_model:
-            span.set_attribute("gen_ai.response.model", response_model)
-        span.set_attribute("gen_ai.usage.input_tokens", input_tokens)
-        span.set_attribute("gen_ai.usage.output_tokens", output_tokens)
-        if finish_reasons:
-            span.set_attribute("gen_ai.response.finish_reasons", finish_reasons)
+        if record.upstream_model:
+            span.set_attribute("gen_ai.response.model", record.upstream_model)
+        span.set_attribute("gen_ai.usage.input_tokens", record.prompt_tokens)
+        span.set_attribute("gen_ai.usage.output_tokens", record.completion_tokens)
+        if record.finish_reasons:
+            span.set_attribute("gen_ai.response.finish_reasons", record.finish_reasons)
         span.end()
