@@ -13,7 +13,15 @@ from proxy.config import BudgetConfig, PriceConfig, ProxyConfig
 from proxy.errors import InsufficientQuotaError, RateLimitError
 from proxy.limits.budgets import cost_usd, period_end, spend_key, spend_ttl
 from proxy.limits.headers import WindowState, rate_limit_headers
-from proxy.limits.store import Hold, Limits, LimitStore, Refused, Scope, compile_limits
+from proxy.limits.store import (
+    Hold,
+    Limits,
+    LimitStore,
+    OverBudget,
+    Refused,
+    Scope,
+    compile_limits,
+)
 from proxy.observability.metrics import Metrics
 from proxy.policy import Caller
 
@@ -70,10 +78,10 @@ class Limiter:
             scopes.append(Scope(key_limits, caller.name, tokens=not cached, states=True))
         if model_limits is not None:
             scopes.append(Scope(model_limits, model, tokens=not cached))
+        budget = self.budgets.get(caller.name) if not cached else None
+        spend = (spend_key(caller.name, budget.period), budget.usd) if budget else None
         try:
-            if not cached:
-                await self._check_budget(caller.name)
-            admission.holds = await self.store.admit(scopes, estimate)
+            admission.holds = await self.store.admit(scopes, estimate, spend)
         except Refused as refused:
             self.metrics.child(self.metrics.rate_limited, refused.scope).inc()
             if key_limits is not None:
@@ -81,23 +89,16 @@ class Limiter:
                     await self.store.states(key_limits, caller.name)
                 )
             raise _too_many(refused, admission.headers) from None
-        except InsufficientQuotaError:
+        except OverBudget:
+            assert budget is not None
             self.metrics.child(self.metrics.rate_limited, "budget").inc()
-            raise
+            raise InsufficientQuotaError(
+                f"The key '{caller.name}' has spent its budget of ${budget.usd:g} for this "
+                f"{budget.period} (resets {period_end(budget.period):%Y-%m-%d} UTC)."
+            ) from None
         if key_limits is not None:
             admission.headers = rate_limit_headers(admission.holds[0].states)
         return admission
-
-    async def _check_budget(self, key: str) -> None:
-        budget = self.budgets.get(key)
-        if budget is None:
-            return
-        spent = await self.store.spend(spend_key(key, budget.period))
-        if spent >= budget.usd:
-            raise InsufficientQuotaError(
-                f"The key '{key}' has spent its budget of ${budget.usd:g} for this "
-                f"{budget.period} (resets {period_end(budget.period):%Y-%m-%d} UTC)."
-            )
 
     async def admit_route(self, admission: Admission, label: str, upstream: str) -> bool:
         """The route's and its upstream's limits; False when either is full (skip it)."""
@@ -134,17 +135,17 @@ class Limiter:
         ends = [(hold, True) for hold in admission.holds + served]
         for label, holds in admission.route_holds.items():
             ends += [(hold, False) for hold in holds if label != route]
-        await self.store.settle(ends, prompt + completion)
-        admission.route_holds.clear()
         price = self.route_prices.get(route or "") or self.prices.get(upstream_model or "")
         usd = cost_usd(price, prompt, completion)
+        spend = None
         if usd > 0:
             self.metrics.child(self.metrics.spend, admission.caller, model).inc(usd)
             budget = self.budgets.get(admission.caller)
             if budget is not None:
                 period = budget.period
-                name = spend_key(admission.caller, period)
-                await self.store.add_spend(name, usd, spend_ttl(period))
+                spend = (spend_key(admission.caller, period), usd, spend_ttl(period))
+        await self.store.settle(ends, prompt + completion, spend)
+        admission.route_holds.clear()
 
     async def release(self, admission: Admission) -> None:
         for hold in admission.holds:

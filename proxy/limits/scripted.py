@@ -59,12 +59,18 @@ end
 # capacity] or false, s: 1 to report states, w: [[limit, expiry ms, cost, kind, test, hit]]}.
 # KEYS, per scope in order: its concurrency key (when c > 0), its bucket key (when b), then
 # the previous and current key of each window.
-# ARGV[2]: how long a lease lives (seconds); ARGV[3]: this request's lease token.
-# Returns {1, kind, limit, remaining, reset, ...} or {0, scope index, kind, retry after}.
+# ARGV[2]: how long a lease lives (seconds); ARGV[3]: this request's lease token; ARGV[4]: the
+# key's budget in USD or "", its spend then the last of KEYS.
+# Returns {1, kind, limit, remaining, reset, ...} or {0, scope index, kind, retry after}, or
+# {0, 0, 'budget', spent} when the budget is spent.
 _ADMIT_LUA = (
     _WINDOW_LUA
     + """
 local plan = cjson.decode(ARGV[1])
+if ARGV[4] ~= '' then
+  local spent = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
+  if spent >= tonumber(ARGV[4]) then return {0, 0, 'budget', tostring(spent)} end
+end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local taken = {}
@@ -146,7 +152,8 @@ return states
 
 # ARGV[1]: tokens to charge; ARGV[2]: a list, per scope: [lease to release or "", [[limit,
 # expiry ms]]]. KEYS, per scope in order: its concurrency key, then the previous and current
-# key of each token window. A charge larger than what is left fills the window.
+# key of each token window. A charge larger than what is left fills the window. ARGV[3], [4]:
+# spend to add (USD, or "") and its key's lifetime in seconds; the key is the last of KEYS.
 _SETTLE_LUA = (
     _WINDOW_LUA
     + """
@@ -167,6 +174,10 @@ for _, scope in ipairs(plan) do
       if charge > 0 then hit(current, charge, expiry) end
     end
   end
+end
+if ARGV[3] ~= '' then
+  redis.call('INCRBYFLOAT', KEYS[#KEYS], ARGV[3])
+  redis.call('EXPIRE', KEYS[#KEYS], ARGV[4])
 end
 return 1
 """
@@ -191,6 +202,11 @@ class Refusal:
     retry_after: float
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetSpent:
+    spent: float  # USD, at least the budget
+
+
 class ScriptedLimits:
     def __init__(self, client: aioredis.Redis, concurrency_ttl: int) -> None:
         self._redis = client
@@ -200,11 +216,15 @@ class ScriptedLimits:
         self._encode = msgspec.json.Encoder().encode
 
     async def admit(
-        self, scopes: Sequence[tuple[ScopeWindows, bool, bool]], estimate: int, lease: str
-    ) -> list[list[WindowState]] | Refusal:
+        self,
+        scopes: Sequence[tuple[ScopeWindows, bool, bool]],
+        estimate: int,
+        lease: str,
+        budget: tuple[str, float] | None = None,
+    ) -> list[list[WindowState]] | Refusal | BudgetSpent:
         """Scopes as (windows, test token windows, report states); concurrency slots are
-        taken under `lease`. Returns each scope's states (empty unless asked), or the first
-        refusal with nothing taken."""
+        taken under `lease`; `budget` as (spend key, USD). Returns each scope's states (empty
+        unless asked), or the first refusal with nothing taken."""
         keys: list[str] = []
         plan = []
         for scope, tokens, states in scopes:
@@ -222,7 +242,12 @@ class ScriptedLimits:
             plan.append(
                 {"c": scope.concurrency, "b": scope.bucket or False, "s": int(states), "w": windows}
             )
-        reply = await self._admit(keys=keys, args=[self._encode(plan), self._ttl, lease])
+        if budget is not None:
+            keys.append(budget[0])
+        usd = "" if budget is None else repr(budget[1])
+        reply = await self._admit(keys=keys, args=[self._encode(plan), self._ttl, lease, usd])
+        if reply[0] == 0 and int(reply[1]) == 0:
+            return BudgetSpent(float(reply[3]))
         if reply[0] == 0:
             return Refusal(int(reply[1]) - 1, _text(reply[2]), float(reply[3]))
         found: list[list[WindowState]] = [[] for _ in scopes]
@@ -233,8 +258,14 @@ class ScriptedLimits:
             found[wanted].append(WindowState(_text(kind), int(limit), int(remaining), float(reset)))
         return found
 
-    async def settle(self, scopes: Sequence[tuple[ScopeWindows, str, bool]], tokens: int) -> None:
-        """Scopes as (windows, the lease to release or "", charge its token windows)."""
+    async def settle(
+        self,
+        scopes: Sequence[tuple[ScopeWindows, str, bool]],
+        tokens: int,
+        spend: tuple[str, float, int] | None = None,
+    ) -> None:
+        """Scopes as (windows, the lease to release or "", charge its token windows); `spend`
+        as (spend key, USD, seconds the key lives)."""
         keys: list[str] = []
         plan = []
         for scope, lease, charge in scopes:
@@ -243,7 +274,11 @@ class ScriptedLimits:
             for previous, current, *_ in charged:
                 keys += (previous, current)
             plan.append((lease, [(w[2], w[3]) for w in charged]))
-        await self._settle(keys=keys, args=[tokens, self._encode(plan)])
+        usd, ttl = "", 0
+        if spend is not None:
+            keys.append(spend[0])
+            usd, ttl = repr(spend[1]), spend[2]
+        await self._settle(keys=keys, args=[tokens, self._encode(plan), usd, ttl])
 
     async def release(self, leases: Sequence[tuple[str, str]]) -> None:
         """Give back leases as (concurrency key, lease token); idempotent."""

@@ -24,7 +24,7 @@ from proxy.config import LimitsConfig, LimitSpec
 from proxy.errors import ServiceUnavailableError
 from proxy.limits.counters import CONCURRENCY_TTL, Counters, MemoryCounters, RedisCounters
 from proxy.limits.headers import WindowState
-from proxy.limits.scripted import Refusal, ScopeWindows, ScriptedLimits
+from proxy.limits.scripted import BudgetSpent, Refusal, ScopeWindows, ScriptedLimits
 from proxy.observability.metrics import Metrics
 
 T = TypeVar("T")
@@ -61,6 +61,12 @@ def compile_limits(scope: str, spec: LimitSpec | None) -> Limits | None:
     tokens = tuple(limits.parse_many(spec.tokens)) if spec.tokens else ()
     compiled = Limits(scope, requests, bucket, tokens, spec.concurrency)
     return None if compiled.empty else compiled
+
+
+class OverBudget(Exception):
+    def __init__(self, spent: float) -> None:
+        super().__init__(f"spent {spent}")
+        self.spent = spent
 
 
 class Refused(Exception):
@@ -135,11 +141,20 @@ class LimitStore:
             else self._tokens
         )
 
-    async def admit(self, scopes: Sequence[Scope], estimate: int) -> list[Hold]:
-        """Admit a request on every scope or on none: a Refused holds nothing. In Redis with
-        sliding windows this is one script; otherwise every scope is checked, then taken."""
+    async def admit(
+        self, scopes: Sequence[Scope], estimate: int, budget: tuple[str, float] | None = None
+    ) -> list[Hold]:
+        """Admit a request on every scope or on none: Refused or OverBudget (`budget` as
+        (spend key, USD)) hold nothing. In Redis with sliding windows this is one script;
+        otherwise the budget and every scope are checked, then the scopes taken."""
+        if not scopes and budget is None:
+            return []
         if self._scripted is not None:
-            return await self._admit_scripted(self._scripted, scopes, estimate)
+            return await self._admit_scripted(self._scripted, scopes, estimate, budget)
+        if budget is not None:
+            spent = await self.spend(budget[0])
+            if spent >= budget[1]:
+                raise OverBudget(spent)
         for scope in scopes:
             await self.check(scope.limits, scope.ident, estimate, scope.tokens)
         holds: list[Hold] = []
@@ -153,16 +168,24 @@ class LimitStore:
         return holds
 
     async def _admit_scripted(
-        self, scripted: ScriptedLimits, scopes: Sequence[Scope], estimate: int
+        self,
+        scripted: ScriptedLimits,
+        scopes: Sequence[Scope],
+        estimate: int,
+        budget: tuple[str, float] | None,
     ) -> list[Hold]:
         windows = [self._windows(scope.limits, scope.ident) for scope in scopes]
         asked = [(w, scope.tokens, scope.states) for w, scope in zip(windows, scopes, strict=True)]
         lease = f"{self._replica}:{next(self._leases)}"
+        if budget is not None:
+            budget = (f"{PREFIX}:spend:{budget[0]}", budget[1])
         try:
-            result = await self._guard(scripted.admit(asked, estimate, lease), None)
+            result = await self._guard(scripted.admit(asked, estimate, lease, budget), None)
         except ServiceUnavailableError:
             self._undo_later(windows, lease)
             raise
+        if isinstance(result, BudgetSpent):
+            raise OverBudget(result.spent)
         if isinstance(result, Refusal):
             raise Refused(scopes[result.scope].limits.scope, result.kind, result.retry_after)
         if result is None:
@@ -223,15 +246,22 @@ class LimitStore:
         self._window_keys[(lim, ident)] = found
         return found
 
-    async def settle(self, holds: Sequence[tuple[Hold, bool]], tokens: int) -> None:
+    async def settle(
+        self,
+        holds: Sequence[tuple[Hold, bool]],
+        tokens: int,
+        spend: tuple[str, float, int] | None = None,
+    ) -> None:
         """The end of a request: charge real usage to the token windows of the holds marked
-        (hold, True) and release every hold's concurrency slot; in Redis one script, or no
-        call at all when there is neither."""
+        (hold, True), release every hold's concurrency slot and add `spend` (spend key, USD,
+        seconds the key lives); in Redis one script, or no call when there is nothing."""
         if self._scripted is None:
             for hold, charge in holds:
                 if charge:
                     await self.charge(hold, tokens)
                 await self.release(hold)
+            if spend is not None:
+                await self.add_spend(*spend)
             return
         entries = []
         for hold, charge in holds:
@@ -239,8 +269,10 @@ class LimitStore:
             if (hold.entered or charge) and hold.windows is not None:
                 entries.append((hold.windows, hold.lease if hold.entered else "", charge))
             hold.entered = False
-        if entries:
-            await self._guard(self._scripted.settle(entries, tokens), None)
+        if spend is not None:
+            spend = (f"{PREFIX}:spend:{spend[0]}", spend[1], spend[2])
+        if entries or spend is not None:
+            await self._guard(self._scripted.settle(entries, tokens, spend), None)
 
     async def check(self, lim: Limits, ident: str, estimate: int, tokens: bool = True) -> None:
         """Raise Refused when a request window is full or the token windows have no room

@@ -34,8 +34,15 @@ def test_gcra_reports_slots_left() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0.012, "12ms"), (0, "0ms"), (1, "1s"), (1.5, "1.5s"), (59.9, "59.9s"), (360, "6m0s"),
-     (3723, "1h2m3s")],
+    [
+        (0.012, "12ms"),
+        (0, "0ms"),
+        (1, "1s"),
+        (1.5, "1.5s"),
+        (59.9, "59.9s"),
+        (360, "6m0s"),
+        (3723, "1h2m3s"),
+    ],
 )
 def test_go_durations(seconds: float, text: str) -> None:
     assert go_duration(seconds) == text

@@ -16,7 +16,7 @@ from fakes.redis_server import RedisServer, redis_available
 
 from proxy.config import LimitsConfig, LimitSpec
 from proxy.limits import store as store_module
-from proxy.limits.store import Hold, LimitStore, Refused, Scope, compile_limits
+from proxy.limits.store import Hold, LimitStore, OverBudget, Refused, Scope, compile_limits
 from proxy.observability.metrics import Metrics
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="redis-server is not installed")
@@ -69,17 +69,19 @@ async def test_key_and_model_limits_cost_one_round_trip(
         scope("key", "alice", requests="100/minute", tokens="1000/minute", concurrency=5),
         scope("model", "gpt", requests="100/minute; 1000/hour"),
     ]
-    warm = await store.admit(scopes, 10)  # the scripts are loaded on first use
-    await store.settle([(hold, True) for hold in warm], 12)
+    budget, spend = ("alice:month:2026-11-01", 5.0), ("alice:month:2026-11-01", 0.25, 3600)
+    warm = await store.admit(scopes, 10, budget)  # the scripts are loaded on first use
+    await store.settle([(hold, True) for hold in warm], 12, spend)
     holds: list[Hold] = []
 
     async def admit_then_settle() -> None:
-        holds.extend(await store.admit(scopes, 10))
-        await store.settle([(hold, True) for hold in holds], 12)
+        holds.extend(await store.admit(scopes, 10, budget))
+        await store.settle([(hold, True) for hold in holds], 12, spend)
 
     commands = await client_commands(redis_server.url, admit_then_settle)
     assert commands == ["EVALSHA", "EVALSHA"]  # admission, then the end of the request
     assert [s.kind for s in holds[0].states] == ["requests", "tokens"]
+    assert await store.spend("alice:month:2026-11-01") == 0.5  # both requests' spend
 
 
 async def test_requests_only_end_without_a_round_trip(
@@ -119,6 +121,19 @@ async def test_a_refusal_anywhere_takes_nothing_anywhere(store: LimitStore) -> N
     states = await store.states(key_scope.limits, "dave")
     assert states[0].remaining == 10  # not one request of the key's window was used
     assert await store.in_flight(key_scope.limits, "dave") == 0
+
+
+async def test_a_spent_budget_refuses_and_takes_nothing(store: LimitStore) -> None:
+    key_scope = scope("key", "judy", requests="10/minute", concurrency=2)
+    budget = ("judy:day:2026-11-26", 1.0)
+    holds = await store.admit([key_scope], 1, budget)
+    await store.settle([(holds[0], True)], 10, ("judy:day:2026-11-26", 1.0, 3600))
+    with pytest.raises(OverBudget) as refused:
+        await store.admit([key_scope], 1, budget)
+    assert refused.value.spent == 1.0
+    assert (await store.states(key_scope.limits, "judy"))[0].remaining == 9
+    assert await store.in_flight(key_scope.limits, "judy") == 0
+    assert await store.admit([key_scope], 1)  # without a budget (a cached answer): admitted
 
 
 async def test_token_windows_admit_on_the_estimate_and_fill_on_overshoot(
