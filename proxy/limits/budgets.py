@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from datetime import UTC, datetime, timedelta
 
 from proxy.config import PriceConfig
@@ -29,12 +31,27 @@ def period_end(period: str, now: datetime | None = None) -> datetime:
 
 
 def spend_key(key_name: str, period: str, now: datetime | None = None) -> str:
+    if now is None:
+        return f"{key_name}:{period}:{_period_of_today(period)[0]}"
     return f"{key_name}:{period}:{period_start(period, now):%Y-%m-%d}"
 
 
 def spend_ttl(period: str, now: datetime | None = None) -> int:
-    now = now or datetime.now(UTC)
+    if now is None:
+        return int(_period_of_today(period)[1] - time.time()) + TTL_MARGIN
     return int((period_end(period, now) - now).total_seconds()) + TTL_MARGIN
+
+
+@functools.lru_cache(maxsize=8)
+def _period_for_day(period: str, day: int) -> tuple[str, float]:
+    """(the period's first day, when it ends in epoch seconds) for a UTC day number."""
+    noon = datetime.fromtimestamp(day * 86400 + 43200, UTC)
+    return f"{period_start(period, noon):%Y-%m-%d}", period_end(period, noon).timestamp()
+
+
+def _period_of_today(period: str) -> tuple[str, float]:
+    """The same, cached per UTC day: on every request this is two dict lookups, not dates."""
+    return _period_for_day(period, int(time.time() // 86400))
 
 
 def cost_usd(price: PriceConfig | None, prompt_tokens: int, completion_tokens: int) -> float:

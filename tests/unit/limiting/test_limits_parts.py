@@ -106,3 +106,12 @@ async def test_memory_concurrency_never_goes_below_zero() -> None:
     await counters.leave("k")
     await counters.leave("k")
     assert await counters.in_flight("k") == 0
+
+
+def test_todays_spend_key_and_lifetime_match_the_calendar() -> None:
+    from proxy.limits.budgets import spend_ttl
+
+    now = datetime.now(UTC)
+    for period in ("day", "week", "month"):
+        assert spend_key("k", period) == spend_key("k", period, now)
+        assert abs(spend_ttl(period) - spend_ttl(period, now)) <= 2
