@@ -63,6 +63,15 @@ def compile_limits(scope: str, spec: LimitSpec | None) -> Limits | None:
     return None if compiled.empty else compiled
 
 
+def _check_first(scope: Scope) -> bool:
+    """Whether a scope must be checked before it is taken, when nothing was taken before it:
+    only when taking it could stop half-way (two things to take, or token windows to test),
+    since a refused take leaves it as it was."""
+    lim = scope.limits
+    takes = len(lim.requests) + (lim.bucket is not None)
+    return takes > 1 or bool(scope.tokens and lim.tokens)
+
+
 class OverBudget(Exception):
     def __init__(self, spent: float) -> None:
         super().__init__(f"spent {spent}")
@@ -111,7 +120,8 @@ class LimitStore:
         self._undo: set[asyncio.Task[None]] = set()
         self._window_keys: dict[tuple[Limits, str], ScopeWindows] = {}
         self.counters: Counters
-        if config.storage.startswith("memory://"):
+        self._memory = config.storage.startswith("memory://")
+        if self._memory:
             self._storage: limits.aio.storage.Storage = limits.aio.storage.MemoryStorage()
             self.counters = MemoryCounters(spend_dir / "spend.json")
         else:
@@ -155,8 +165,9 @@ class LimitStore:
             spent = await self.spend(budget[0])
             if spent >= budget[1]:
                 raise OverBudget(spent)
-        for scope in scopes:
-            await self.check(scope.limits, scope.ident, estimate, scope.tokens)
+        for i, scope in enumerate(scopes):
+            if i or _check_first(scope):  # the first scope is taken first: see _check_first
+                await self.check(scope.limits, scope.ident, estimate, scope.tokens)
         holds: list[Hold] = []
         try:
             for scope in scopes:
@@ -396,7 +407,14 @@ class LimitStore:
             return float(item.get_expiry())
         return max(stats.reset_time - time.time(), 0.0)
 
-    async def _guard(self, operation: Awaitable[T], fallback: T) -> T:
+    def _guard(self, operation: Awaitable[T], fallback: T) -> Awaitable[T]:
+        """The operation, guarded against storage faults where storage can fail (memory
+        cannot: there it is the operation itself, without a coroutine more per call)."""
+        if self._memory:
+            return operation
+        return self._guarded(operation, fallback)
+
+    async def _guarded(self, operation: Awaitable[T], fallback: T) -> T:
         """A storage fault is counted, then allowed through or refused (503) per policy.
         After a fault the store is left alone for STORAGE_PAUSE: a slow Redis costs one
         timeout per pause, not one per call."""
