@@ -17,6 +17,7 @@ from collections.abc import (
     Coroutine,
     Mapping,
 )
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -66,6 +67,16 @@ _completion_decoder = msgspec.json.Decoder(ChatCompletion)
 _chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
 _NO_HEADERS: Mapping[str, str] = {}
 _SAFE = "/:@-._~+"  # what x-llm-proxy-route shows unescaped (model ids are client text)
+
+
+@dataclass(slots=True)
+class InFlight:
+    """One request on its way through the pipeline."""
+
+    record: RequestRecord
+    lookup: Lookup = field(default_factory=lambda: Lookup(None))
+    admission: Admission | None = None
+    streaming: bool = False  # the relay owns the end from here
 
 
 class Gateway(UpstreamExchange, GatewayStatus, InProcessChat):
@@ -197,57 +208,66 @@ class Gateway(UpstreamExchange, GatewayStatus, InProcessChat):
         request_id: str,
         headers: Mapping[str, str] = _NO_HEADERS,
     ) -> ChatResult:
-        record = RequestRecord(request_id, time.perf_counter())
+        request = InFlight(RequestRecord(request_id, time.perf_counter()))
         if self.access_log.log_bodies:
-            record.body = body
+            request.record.body = body
         self.metrics.inflight.inc()
-        streaming = False
-        admission: Admission | None = None
-        lookup = Lookup(None)
         try:
-            policy = self._policy
-            caller = policy.authenticate(authorization)
-            record.caller = caller.name
-            head = self._validate(policy, body)
-            record.stream = bool(head.stream)
-            resolved = self._resolve(policy, caller, head, headers)
-            record.model = resolved.policy.name
-            lookup = await self._look_up(policy, resolved, head, body, caller, headers)
-            record.cache = lookup.result
-            self.metrics.child(self.metrics.cache_requests, lookup.result).inc()
-            if lookup.entry is not None:
-                return await self._serve_hit(lookup.entry, head, caller, resolved, record)
-            planned = PlannedRequest(policy, self.upstreams, self.dispatcher, request_id)
-            plans = make_plans(planned, resolved, head, body)
-            estimate = estimate_prompt_tokens(head)
-            admission = await self.limiter.admit(caller, resolved.policy.name, estimate)
-            if head.stream:
-                result = await self._stream(plans, head, record, admission, lookup)
-                streaming = True
-            else:
-                result = await self._complete(plans, record, admission, lookup)
-            result.headers["x-llm-proxy-cache"] = lookup.result
-            return result
+            return await self._answer(request, body, authorization, headers)
         except Exception as exc:
-            if isinstance(
-                exc, UpstreamRejectedError
-            ):  # the upstream's own words: may quote our key
-                exc.message = self.redactor(exc.message)
-            record.status = getattr(exc, "status", 500)
-            record.error = getattr(exc, "message", type(exc).__name__)
-            self.cache_flow.land(lookup, None)
-            if isinstance(exc, ProxyError):
-                exc.headers["x-llm-proxy-cache"] = lookup.result
-                if admission is not None:
-                    exc.headers.update(admission.headers)
+            self._failed(request, exc)
             raise
         finally:
-            if not streaming:
-                self.cache_flow.land(lookup, None)  # e.g. cancelled: followers go on alone
-                if admission is not None and not admission.finished:
-                    await self.limiter.release(admission)
-                record.finish(self.metrics, self.access_log)
-                self.metrics.inflight.dec()
+            if not request.streaming:  # a stream settles when it ends (proxy/exchange.py)
+                await self._settle(request)
+
+    async def _answer(
+        self, request: InFlight, body: bytes, authorization: str | None, headers: Mapping[str, str]
+    ) -> ChatResult:
+        record, policy = request.record, self._policy
+        caller = policy.authenticate(authorization)
+        record.caller = caller.name
+        head = self._validate(policy, body)
+        record.stream = bool(head.stream)
+        resolved = self._resolve(policy, caller, head, headers)
+        record.model = resolved.policy.name
+        lookup = request.lookup = await self._look_up(policy, resolved, head, body, caller, headers)
+        record.cache = lookup.result
+        self.metrics.child(self.metrics.cache_requests, lookup.result).inc()
+        if lookup.entry is not None:
+            return await self._serve_hit(lookup.entry, head, caller, resolved, record)
+        planned = PlannedRequest(policy, self.upstreams, self.dispatcher, record.request_id)
+        plans = make_plans(planned, resolved, head, body)
+        estimate = estimate_prompt_tokens(head)
+        admission = await self.limiter.admit(caller, resolved.policy.name, estimate)
+        request.admission = admission
+        if head.stream:
+            result = await self._stream(plans, head, record, admission, lookup)
+            request.streaming = True
+        else:
+            result = await self._complete(plans, record, admission, lookup)
+        result.headers["x-llm-proxy-cache"] = lookup.result
+        return result
+
+    def _failed(self, request: InFlight, exc: Exception) -> None:
+        """Record the failure; an error the client gets carries the cache and limit headers."""
+        if isinstance(exc, UpstreamRejectedError):  # the upstream's own words: may quote our key
+            exc.message = self.redactor(exc.message)
+        request.record.status = getattr(exc, "status", 500)
+        request.record.error = getattr(exc, "message", type(exc).__name__)
+        self.cache_flow.land(request.lookup, None)
+        if isinstance(exc, ProxyError):
+            exc.headers["x-llm-proxy-cache"] = request.lookup.result
+            if request.admission is not None:
+                exc.headers.update(request.admission.headers)
+
+    async def _settle(self, request: InFlight) -> None:
+        self.cache_flow.land(request.lookup, None)  # e.g. cancelled: followers go on alone
+        admission = request.admission
+        if admission is not None and not admission.finished:
+            await self.limiter.release(admission)
+        request.record.finish(self.metrics, self.access_log)
+        self.metrics.inflight.dec()
 
     async def _look_up(
         self,
