@@ -13,15 +13,8 @@ from proxy.config import BudgetConfig, PriceConfig, ProxyConfig
 from proxy.errors import InsufficientQuotaError, RateLimitError
 from proxy.limits.budgets import cost_usd, period_end, spend_key, spend_ttl
 from proxy.limits.headers import WindowState, rate_limit_headers
-from proxy.limits.store import (
-    Hold,
-    Limits,
-    LimitStore,
-    OverBudget,
-    Refused,
-    Scope,
-    compile_limits,
-)
+from proxy.limits.scopes import Hold, Limits, OverBudget, Refused, Scope, compile_limits
+from proxy.limits.store import LimitStore
 from proxy.observability.metrics import Metrics
 from proxy.policy import Caller
 

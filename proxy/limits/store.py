@@ -9,7 +9,6 @@ import itertools
 import os
 import time
 from collections.abc import Awaitable, Coroutine, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,10 +19,11 @@ import redis.asyncio as aioredis
 from loguru import logger
 from redis.exceptions import RedisError
 
-from proxy.config import LimitsConfig, LimitSpec
+from proxy.config import LimitsConfig
 from proxy.errors import ServiceUnavailableError
 from proxy.limits.counters import CONCURRENCY_TTL, Counters, MemoryCounters, RedisCounters
 from proxy.limits.headers import WindowState
+from proxy.limits.scopes import Hold, Limits, OverBudget, Refused, Scope
 from proxy.limits.scripted import BudgetSpent, Refusal, ScopeWindows, ScriptedLimits
 from proxy.observability.metrics import Metrics
 
@@ -37,32 +37,6 @@ WINDOW_KEYS_KEPT = 10_000  # Redis key names remembered per (limits, identity)
 UNDO_TRIES = 30  # a failed admission's leases are given back, tried once a pause this often
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    scope: str  # key | model | upstream | route
-    requests: tuple[limits.RateLimitItem, ...] = ()
-    bucket: tuple[float, int] | None = None  # (seconds per request, capacity)
-    tokens: tuple[limits.RateLimitItem, ...] = ()
-    concurrency: int | None = None
-
-    @property
-    def empty(self) -> bool:
-        return not (self.requests or self.bucket or self.tokens or self.concurrency)
-
-
-def compile_limits(scope: str, spec: LimitSpec | None) -> Limits | None:
-    if spec is None:
-        return None
-    requests = tuple(limits.parse_many(spec.requests)) if spec.requests else ()
-    bucket = None
-    if spec.burst is not None and requests:
-        first, requests = requests[0], requests[1:]
-        bucket = (first.get_expiry() / first.amount, spec.burst)
-    tokens = tuple(limits.parse_many(spec.tokens)) if spec.tokens else ()
-    compiled = Limits(scope, requests, bucket, tokens, spec.concurrency)
-    return None if compiled.empty else compiled
-
-
 def _check_first(scope: Scope) -> bool:
     """Whether a scope must be checked before it is taken, when nothing was taken before it:
     only when taking it could stop half-way (two things to take, or token windows to test),
@@ -70,43 +44,6 @@ def _check_first(scope: Scope) -> bool:
     lim = scope.limits
     takes = len(lim.requests) + (lim.bucket is not None)
     return takes > 1 or bool(scope.tokens and lim.tokens)
-
-
-class OverBudget(Exception):
-    def __init__(self, spent: float) -> None:
-        super().__init__(f"spent {spent}")
-        self.spent = spent
-
-
-class Refused(Exception):
-    def __init__(self, scope: str, kind: str, retry_after: float | None) -> None:
-        super().__init__(f"{scope} {kind} limit")
-        self.scope = scope
-        self.kind = kind
-        self.retry_after = retry_after
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """One scope a request asks admission of: `tokens` tests its token windows against the
-    prompt estimate (not for a cached answer), `states` reports its windows for headers."""
-
-    limits: Limits
-    ident: str
-    tokens: bool = True
-    states: bool = False
-
-
-@dataclass(slots=True)
-class Hold:
-    """What one admitted scope holds until the request ends."""
-
-    limits: Limits
-    ident: str
-    entered: bool = False
-    states: list[WindowState] = field(default_factory=list)
-    windows: ScopeWindows | None = None  # its Redis keys, where admission is scripted
-    lease: str = ""  # its concurrency lease there
 
 
 class LimitStore:

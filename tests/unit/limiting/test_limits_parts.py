@@ -11,7 +11,7 @@ from proxy.config import LimitSpec, PriceConfig
 from proxy.limits.budgets import cost_usd, period_end, period_start, spend_key
 from proxy.limits.counters import MemoryCounters, gcra
 from proxy.limits.headers import WindowState, go_duration, rate_limit_headers
-from proxy.limits.store import compile_limits
+from proxy.limits.scopes import compile_limits
 
 
 def test_gcra_admits_a_burst_then_refills_at_the_rate() -> None:

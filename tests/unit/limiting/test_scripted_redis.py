@@ -16,7 +16,8 @@ from fakes.redis_server import RedisServer, redis_available
 
 from proxy.config import LimitsConfig, LimitSpec
 from proxy.limits import store as store_module
-from proxy.limits.store import Hold, LimitStore, OverBudget, Refused, Scope, compile_limits
+from proxy.limits.scopes import Hold, OverBudget, Refused, Scope, compile_limits
+from proxy.limits.store import LimitStore
 from proxy.observability.metrics import Metrics
 
 pytestmark = pytest.mark.skipif(not redis_available(), reason="redis-server is not installed")
