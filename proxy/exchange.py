@@ -31,7 +31,7 @@ class ChatResult:
     headers: dict[str, str]
     body: bytes | None = None  # a chat.completion
     stream: AsyncIterator[list[bytes]] | None = None  # chat.completion.chunk JSON, batched
-    whole_stream: list[bytes] | None = None  # all of `stream`, known at once (a cache hit)
+    whole_stream: list[bytes] | None = None  # a stream known whole at once (a cache hit)
 
 
 class UpstreamExchange:

@@ -13,7 +13,6 @@ import asyncio
 import random
 import time
 from collections.abc import (
-    AsyncIterator,
     Coroutine,
     Mapping,
 )
@@ -307,7 +306,7 @@ class Gateway(UpstreamExchange, GatewayStatus, InProcessChat):
             return ChatResult(headers, body=entry.body)
         wants_usage = bool(head.stream_options and head.stream_options.include_usage)
         chunks = replay(_decode(entry.body), wants_usage)
-        return ChatResult(headers, stream=_once(chunks), whole_stream=chunks)
+        return ChatResult(headers, whole_stream=chunks)
 
     def _validate(self, policy: Policy, body: bytes) -> ChatRequestHead:
         if len(body) > policy.max_body_bytes:
@@ -341,7 +340,3 @@ class Gateway(UpstreamExchange, GatewayStatus, InProcessChat):
     def _route_changed(self, health: RouteHealth, event: str) -> None:
         if event in ("open", "close"):
             self.metrics.set_route_up(health.label, event == "close")
-
-
-async def _once(batch: list[bytes]) -> AsyncIterator[list[bytes]]:
-    yield batch

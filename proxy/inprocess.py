@@ -49,6 +49,8 @@ class InProcessChat:
         result = await self.handle_chat(
             _encode(request), authorization, request_id or new_request_id(), lowered
         )
+        if result.whole_stream is not None:
+            return _typed_chunks(_once(result.whole_stream))
         if result.stream is not None:
             return _typed_chunks(result.stream)
         assert result.body is not None
@@ -61,3 +63,7 @@ async def _typed_chunks(
     async for batch in batches:
         for payload in batch:
             yield _chunk_decoder.decode(payload)
+
+
+async def _once(batch: list[bytes]) -> AsyncIterator[list[bytes]]:
+    yield batch

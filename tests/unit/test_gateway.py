@@ -136,3 +136,18 @@ async def test_health_and_stats_report_state(gateway: Gateway) -> None:
     requests = gateway.stats()["llm_proxy_requests_total"]
     assert {"labels": {"model": "chat", "route": "primary/upstream-model-id", "status": "200"},
             "value": 1.0} in requests
+
+
+async def test_a_cached_answer_streams_as_typed_chunks(fake_openai: FakeOpenAI) -> None:
+    cache = {"backend": "memory"}
+    async with Gateway.from_dict(policy(fake_openai.base_url, cache=cache), env={}) as gw:
+        fake_openai.reply = "Cached once, replayed in chunks"
+        first = await gw.chat(model="chat", messages="same question", temperature=0)
+        assert isinstance(first, ChatCompletion)
+        replay = await gw.chat(model="chat", messages="same question", temperature=0, stream=True)
+        assert not isinstance(replay, ChatCompletion)
+        chunks = [chunk async for chunk in replay]
+    assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Cached once, replayed in chunks"
+    assert len(fake_openai.chat_requests) == 1
