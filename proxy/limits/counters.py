@@ -18,8 +18,8 @@ SPEND_FLUSH = 5.0  # memory storage writes spend to its file at most this often
 class Counters(Protocol):
     async def take(self, key: str, interval: float, capacity: int) -> Bucket: ...
     async def peek(self, key: str, interval: float, capacity: int) -> tuple[int, float]: ...
-    async def enter(self, key: str, cap: int) -> tuple[bool, int]: ...
-    async def leave(self, key: str) -> None: ...
+    async def enter(self, key: str, cap: int, lease: str) -> tuple[bool, int]: ...
+    async def leave(self, key: str, lease: str) -> None: ...
     async def add_spend(self, key: str, usd: float, ttl: int) -> float: ...
     async def spend(self, key: str) -> float: ...
     async def in_flight(self, key: str) -> int: ...
@@ -61,14 +61,14 @@ class MemoryCounters:
     async def peek(self, key: str, interval: float, capacity: int) -> tuple[int, float]:
         return bucket_state(self._tat.get(key, 0.0), time.time(), interval, capacity)
 
-    async def enter(self, key: str, cap: int) -> tuple[bool, int]:
+    async def enter(self, key: str, cap: int, lease: str) -> tuple[bool, int]:
         current = self._inflight.get(key, 0)
         if current >= cap:
             return False, current
         self._inflight[key] = current + 1
         return True, current + 1
 
-    async def leave(self, key: str) -> None:
+    async def leave(self, key: str, lease: str) -> None:
         current = self._inflight.get(key, 0)
         if current <= 1:
             self._inflight.pop(key, None)
@@ -134,18 +134,22 @@ redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(allowance * 1000) 
 return {1, '0', math.floor((allowance - (new_tat - now)) / interval)}
 """
 
+# Concurrency in Redis is a set of leases (request tokens scored by when they expire): giving
+# one back twice, or one never taken, changes nothing (see proxy/limits/scripted.py).
 _ENTER_SCRIPT = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local current = redis.call('ZCARD', KEYS[1])
 if current >= tonumber(ARGV[1]) then return {0, current} end
-current = redis.call('INCR', KEYS[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-return {1, current}
+return {1, current + 1}
 """
 
-_LEAVE_SCRIPT = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if current <= 1 then redis.call('DEL', KEYS[1]) return 0 end
-return redis.call('DECR', KEYS[1])
+_IN_FLIGHT_SCRIPT = """
+local clock = redis.call('TIME')
+return redis.call('ZCOUNT', KEYS[1], tonumber(clock[1]) + tonumber(clock[2]) / 1000000, '+inf')
 """
 
 # a concurrency slot a crashed replica never released frees itself after this long
@@ -158,7 +162,7 @@ class RedisCounters:
         self._prefix = prefix
         self._gcra = client.register_script(_GCRA_SCRIPT)
         self._enter = client.register_script(_ENTER_SCRIPT)
-        self._leave = client.register_script(_LEAVE_SCRIPT)
+        self._in_flight = client.register_script(_IN_FLIGHT_SCRIPT)
 
     def _key(self, kind: str, key: str) -> str:
         return f"{self._prefix}:{kind}:{key}"
@@ -176,18 +180,17 @@ class RedisCounters:
             tat, (seconds, micros) = await pipe.execute()
         return bucket_state(float(tat or 0.0), seconds + micros / 1e6, interval, capacity)
 
-    async def enter(self, key: str, cap: int) -> tuple[bool, int]:
+    async def enter(self, key: str, cap: int, lease: str) -> tuple[bool, int]:
         entered, current = await self._enter(
-            keys=[self._key("inflight", key)], args=[cap, CONCURRENCY_TTL]
+            keys=[self._key("leases", key)], args=[cap, CONCURRENCY_TTL, lease]
         )
         return bool(entered), int(current)
 
-    async def leave(self, key: str) -> None:
-        await self._leave(keys=[self._key("inflight", key)])
+    async def leave(self, key: str, lease: str) -> None:
+        await self._redis.zrem(self._key("leases", key), lease)
 
     async def in_flight(self, key: str) -> int:
-        value = await self._redis.get(self._key("inflight", key))
-        return int(value or 0)
+        return int(await self._in_flight(keys=[self._key("leases", key)]))
 
     async def ping(self) -> None:
         await self._redis.ping()

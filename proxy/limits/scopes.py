@@ -72,4 +72,4 @@ class Hold:
     entered: bool = False
     states: list[WindowState] = field(default_factory=list)
     windows: ScopeWindows | None = None  # its Redis keys, where admission is scripted
-    lease: str = ""  # its concurrency lease there
+    lease: str = ""  # its concurrency slot, as the lease it holds in Redis

@@ -209,7 +209,6 @@ class BudgetSpent:
 
 class ScriptedLimits:
     def __init__(self, client: aioredis.Redis, concurrency_ttl: int) -> None:
-        self._redis = client
         self._admit = client.register_script(_ADMIT_LUA)
         self._settle = client.register_script(_SETTLE_LUA)
         self._ttl = concurrency_ttl
@@ -279,17 +278,6 @@ class ScriptedLimits:
             keys.append(spend[0])
             usd, ttl = repr(spend[1]), spend[2]
         await self._settle(keys=keys, args=[tokens, self._encode(plan), usd, ttl])
-
-    async def release(self, leases: Sequence[tuple[str, str]]) -> None:
-        """Give back leases as (concurrency key, lease token); idempotent."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key, lease in leases:
-                pipe.zrem(key, lease)
-            await pipe.execute()
-
-    async def in_flight(self, key: str) -> int:
-        clock = await self._redis.time()
-        return int(await self._redis.zcount(key, clock[0] + clock[1] / 1e6, "+inf"))
 
 
 def _text(value: bytes | str) -> str:

@@ -106,9 +106,12 @@ class LimitStore:
             if i or _check_first(scope):  # the first scope is taken first: see _check_first
                 await self.check(scope.limits, scope.ident, estimate, scope.tokens)
         holds: list[Hold] = []
+        lease = self._new_lease()
         try:
             for scope in scopes:
-                holds.append(await self.acquire(scope.limits, scope.ident, estimate, scope.states))
+                holds.append(
+                    await self.acquire(scope.limits, scope.ident, estimate, scope.states, lease)
+                )
         except Refused:
             for hold in holds:
                 await self.release(hold)
@@ -124,20 +127,20 @@ class LimitStore:
     ) -> list[Hold]:
         windows = [self._windows(scope.limits, scope.ident) for scope in scopes]
         asked = [(w, scope.tokens, scope.states) for w, scope in zip(windows, scopes, strict=True)]
-        lease = f"{self._replica}:{next(self._leases)}"
+        lease = self._new_lease()
         if budget is not None:
             budget = (f"{PREFIX}:spend:{budget[0]}", budget[1])
         try:
             result = await self._guard(scripted.admit(asked, estimate, lease, budget), None)
         except ServiceUnavailableError:
-            self._undo_later(windows, lease)
+            self._undo_later(scopes, lease)
             raise
         if isinstance(result, BudgetSpent):
             raise OverBudget(result.spent)
         if isinstance(result, Refusal):
             raise Refused(scopes[result.scope].limits.scope, result.kind, result.retry_after)
         if result is None:
-            self._undo_later(windows, lease)
+            self._undo_later(scopes, lease)
             return [Hold(scope.limits, f"{scope.limits.scope}:{scope.ident}") for scope in scopes]
         return [
             Hold(
@@ -151,21 +154,24 @@ class LimitStore:
             for i, scope in enumerate(scopes)
         ]
 
-    def _undo_later(self, windows: Sequence[ScopeWindows], lease: str) -> None:
+    def _new_lease(self) -> str:
+        return f"{self._replica}:{next(self._leases)}"
+
+    def _undo_later(self, scopes: Sequence[Scope], lease: str) -> None:
         """An admission that failed in storage may still run there (a timeout is not a
         refusal): give its leases back once the store is tried again."""
-        leases = [(w.inflight_key, lease) for w in windows if w.inflight_key is not None]
-        if leases and self._scripted is not None:
-            task = asyncio.get_running_loop().create_task(self._undo_leases(leases))
+        idents = [f"{s.limits.scope}:{s.ident}" for s in scopes if s.limits.concurrency]
+        if idents:
+            task = asyncio.get_running_loop().create_task(self._undo_leases(idents, lease))
             self._undo.add(task)
             task.add_done_callback(self._undo.discard)
 
-    async def _undo_leases(self, leases: list[tuple[str, str]]) -> None:
-        assert self._scripted is not None
+    async def _undo_leases(self, idents: list[str], lease: str) -> None:
         for _ in range(UNDO_TRIES):
             await asyncio.sleep(STORAGE_PAUSE)
             try:
-                await self._scripted.release(leases)
+                for ident in idents:
+                    await self.counters.leave(ident, lease)
                 return
             except _STORAGE_ERRORS:
                 continue
@@ -234,10 +240,12 @@ class LimitStore:
             if not await self._guard(self._tokens.test(item, key, cost=cost), True):
                 raise Refused(lim.scope, "tokens", await self._reset(item, key))
 
-    async def acquire(self, lim: Limits, ident: str, estimate: int, states: bool) -> Hold:
-        """Take this scope's share (concurrency, the bucket, the request windows) or raise
-        Refused, holding nothing then. Run `check` on every scope first."""
-        hold = Hold(lim, f"{lim.scope}:{ident}")
+    async def acquire(
+        self, lim: Limits, ident: str, estimate: int, states: bool, lease: str
+    ) -> Hold:
+        """Take this scope's share (concurrency under `lease`, the bucket, the request
+        windows) or raise Refused, holding nothing then. Run `check` on every scope first."""
+        hold = Hold(lim, f"{lim.scope}:{ident}", lease=lease)
         try:
             await self._enter(hold)
             await self._take_bucket(hold, states)
@@ -253,7 +261,7 @@ class LimitStore:
         cap = hold.limits.concurrency
         if cap is None:
             return
-        result = await self._guard(self.counters.enter(hold.ident, cap), (True, 0))
+        result = await self._guard(self.counters.enter(hold.ident, cap, hold.lease), (True, 0))
         if not result[0]:
             raise Refused(hold.limits.scope, "concurrency", CONCURRENCY_RETRY_AFTER)
         hold.entered = True
@@ -293,14 +301,9 @@ class LimitStore:
                 await self._guard(self._tokens.hit(item, hold.ident, cost=stats.remaining), True)
 
     async def release(self, hold: Hold) -> None:
-        if not hold.entered:
-            return
-        hold.entered = False
-        if self._scripted is not None and hold.windows and hold.windows.inflight_key:
-            leases = [(hold.windows.inflight_key, hold.lease)]
-            await self._guard(self._scripted.release(leases), None)
-        else:
-            await self._guard(self.counters.leave(hold.ident), None)
+        if hold.entered:
+            hold.entered = False
+            await self._guard(self.counters.leave(hold.ident, hold.lease), None)
 
     async def states(self, lim: Limits, ident: str) -> list[WindowState]:
         """The current state of each window and the bucket, using none of it (for /keys/me
@@ -324,9 +327,6 @@ class LimitStore:
         await self._guard(self.counters.add_spend(key, usd, ttl), 0.0)
 
     async def in_flight(self, lim: Limits, ident: str) -> int:
-        inflight_key = self._windows(lim, ident).inflight_key
-        if self._scripted is not None and inflight_key is not None:
-            return await self._guard(self._scripted.in_flight(inflight_key), 0)
         return await self._guard(self.counters.in_flight(f"{lim.scope}:{ident}"), 0)
 
     async def _state(self, kind: str, item: limits.RateLimitItem, ident: str) -> WindowState:

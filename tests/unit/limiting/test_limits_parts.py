@@ -101,10 +101,10 @@ async def test_memory_spend_survives_a_restart_through_its_file(tmp_path: Path) 
 
 async def test_memory_concurrency_never_goes_below_zero() -> None:
     counters = MemoryCounters()
-    assert await counters.enter("k", 1) == (True, 1)
-    assert await counters.enter("k", 1) == (False, 1)
-    await counters.leave("k")
-    await counters.leave("k")
+    assert await counters.enter("k", 1, "lease-1") == (True, 1)
+    assert await counters.enter("k", 1, "lease-1") == (False, 1)
+    await counters.leave("k", "lease-1")
+    await counters.leave("k", "lease-1")
     assert await counters.in_flight("k") == 0
 
 

@@ -188,3 +188,25 @@ async def test_a_timed_out_admission_gives_its_lease_back(
     assert 1 in seen and seen[-1] == 0  # taken late, then given back
     await asyncio.sleep(0.5)  # past the pause the store is used again
     assert await store.admit([heidi], 1)
+
+
+async def test_other_strategies_hold_concurrency_as_leases_too(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    config = LimitsConfig(storage=redis_server.url, strategy="fixed-window")
+    fixed = LimitStore(config, Metrics(), tmp_path)
+    try:
+        key_scope = scope("key", "kim", requests="10/minute", concurrency=1)
+        (hold,) = await fixed.admit([key_scope], 1)
+        with pytest.raises(Refused) as refused:
+            await fixed.admit([key_scope], 1)
+        assert refused.value.kind == "concurrency"
+        leases = aioredis.Redis.from_url(redis_server.url)
+        assert await leases.zcard("llm-proxy:leases:key:kim") == 1
+        await leases.aclose()
+        await fixed.release(hold)
+        await fixed.release(hold)
+        assert await fixed.in_flight(key_scope.limits, "kim") == 0
+        assert await fixed.admit([key_scope], 1)
+    finally:
+        await fixed.close()
