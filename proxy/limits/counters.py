@@ -118,39 +118,70 @@ class MemoryCounters:
         self.flush()
 
 
-_GCRA_SCRIPT = """
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) + tonumber(now_parts[2]) / 1000000
-local interval = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new_tat = tat + interval
-local allowance = capacity * interval
-if new_tat - now > allowance then
-  return {0, tostring(new_tat - now - allowance), 0}
+# The token bucket and concurrency leases in Lua, shared by the scripts below and by the one
+# that admits a whole request (proxy/limits/scripted.py): test first, then take.
+BUCKET_LUA = """
+local function bucket_test(key, now, interval, capacity)
+  local tat = math.max(tonumber(redis.call('GET', key) or '0'), now)
+  local new_tat = tat + interval
+  local allowance = capacity * interval
+  if new_tat - now > allowance then return new_tat, new_tat - now - allowance, 0 end
+  return new_tat, 0, math.floor((allowance - (new_tat - now)) / interval)
 end
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil(allowance * 1000) + 1000)
-return {1, '0', math.floor((allowance - (new_tat - now)) / interval)}
+
+local function bucket_take(key, new_tat, interval, capacity)
+  redis.call('SET', key, tostring(new_tat), 'PX', math.ceil(capacity * interval * 1000) + 1000)
+end
 """
+
+LEASES_LUA = """
+local function leases_held(key, now)
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  return redis.call('ZCARD', key)
+end
+
+local function lease_take(key, now, ttl, lease)
+  redis.call('ZADD', key, now + tonumber(ttl), lease)
+  redis.call('EXPIRE', key, ttl)
+end
+"""
+
+NOW_LUA = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+"""
+
+_GCRA_SCRIPT = (
+    BUCKET_LUA
+    + NOW_LUA
+    + """
+local interval, capacity = tonumber(ARGV[1]), tonumber(ARGV[2])
+local new_tat, wait, left = bucket_test(KEYS[1], now, interval, capacity)
+if wait > 0 then return {0, tostring(wait), 0} end
+bucket_take(KEYS[1], new_tat, interval, capacity)
+return {1, '0', left}
+"""
+)
 
 # Concurrency in Redis is a set of leases (request tokens scored by when they expire): giving
 # one back twice, or one never taken, changes nothing (see proxy/limits/scripted.py).
-_ENTER_SCRIPT = """
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local current = redis.call('ZCARD', KEYS[1])
+_ENTER_SCRIPT = (
+    LEASES_LUA
+    + NOW_LUA
+    + """
+local current = leases_held(KEYS[1], now)
 if current >= tonumber(ARGV[1]) then return {0, current} end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+lease_take(KEYS[1], now, ARGV[2], ARGV[3])
 return {1, current + 1}
 """
+)
 
-_IN_FLIGHT_SCRIPT = """
-local clock = redis.call('TIME')
-return redis.call('ZCOUNT', KEYS[1], tonumber(clock[1]) + tonumber(clock[2]) / 1000000, '+inf')
+_IN_FLIGHT_SCRIPT = (
+    NOW_LUA
+    + """
+return redis.call('ZCOUNT', KEYS[1], now, '+inf')
 """
+)
 
 # a concurrency slot a crashed replica never released frees itself after this long
 CONCURRENCY_TTL = 3600

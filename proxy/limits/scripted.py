@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import msgspec
 import redis.asyncio as aioredis
 
+from proxy.limits.counters import BUCKET_LUA, LEASES_LUA, NOW_LUA
 from proxy.limits.headers import WindowState
 
 _WINDOW_LUA = """
@@ -65,14 +66,15 @@ end
 # {0, 0, 'budget', spent} when the budget is spent.
 _ADMIT_LUA = (
     _WINDOW_LUA
+    + BUCKET_LUA
+    + LEASES_LUA
+    + NOW_LUA
     + """
 local plan = cjson.decode(ARGV[1])
 if ARGV[4] ~= '' then
   local spent = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
   if spent >= tonumber(ARGV[4]) then return {0, 0, 'budget', tostring(spent)} end
 end
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
 local taken = {}
 
 local k = 1
@@ -81,21 +83,15 @@ for i, scope in ipairs(plan) do
   if scope.c > 0 then
     entry.inflight = KEYS[k]
     k = k + 1
-    redis.call('ZREMRANGEBYSCORE', entry.inflight, '-inf', now)
-    if redis.call('ZCARD', entry.inflight) >= scope.c then return {0, i, 'concurrency', '1'} end
+    if leases_held(entry.inflight, now) >= scope.c then return {0, i, 'concurrency', '1'} end
   end
   if scope.b then
     local interval, capacity = scope.b[1], scope.b[2]
     entry.bucket = KEYS[k]
     k = k + 1
-    local tat = math.max(tonumber(redis.call('GET', entry.bucket) or '0'), now)
-    local allowance = capacity * interval
-    entry.tat = tat + interval
-    if entry.tat - now > allowance then
-      return {0, i, 'requests', tostring(entry.tat - now - allowance)}
-    end
-    entry.left = math.floor((allowance - (entry.tat - now)) / interval)
-    entry.allowance = allowance
+    local wait
+    entry.tat, wait, entry.left = bucket_test(entry.bucket, now, interval, capacity)
+    if wait > 0 then return {0, i, 'requests', tostring(wait)} end
   end
   entry.windows = {}
   for _, w in ipairs(scope.w) do
@@ -115,14 +111,12 @@ local states = {1}
 for i, scope in ipairs(plan) do
   local entry = taken[i]
   if entry.inflight then
-    redis.call('ZADD', entry.inflight, now + tonumber(ARGV[2]), ARGV[3])
-    redis.call('EXPIRE', entry.inflight, ARGV[2])
+    lease_take(entry.inflight, now, ARGV[2], ARGV[3])
   end
   if entry.bucket then
-    local ttl = math.ceil(entry.allowance * 1000) + 1000
-    redis.call('SET', entry.bucket, tostring(entry.tat), 'PX', ttl)
+    local interval, capacity = scope.b[1], scope.b[2]
+    bucket_take(entry.bucket, entry.tat, interval, capacity)
     if scope.s == 1 then
-      local capacity, interval = scope.b[2], scope.b[1]
       table.insert(states, 'requests')
       table.insert(states, capacity)
       table.insert(states, entry.left)

@@ -190,14 +190,15 @@ async def test_a_timed_out_admission_gives_its_lease_back(
     assert await store.admit([heidi], 1)
 
 
-async def test_other_strategies_hold_concurrency_as_leases_too(
+async def test_other_strategies_share_the_bucket_and_the_leases(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     config = LimitsConfig(storage=redis_server.url, strategy="fixed-window")
     fixed = LimitStore(config, Metrics(), tmp_path)
     try:
-        key_scope = scope("key", "kim", requests="10/minute", concurrency=1)
+        key_scope = scope("key", "kim", requests="10/minute", burst=5, concurrency=1)
         (hold,) = await fixed.admit([key_scope], 1)
+        assert (hold.states[0].limit, hold.states[0].remaining) == (5, 4)  # the bucket
         with pytest.raises(Refused) as refused:
             await fixed.admit([key_scope], 1)
         assert refused.value.kind == "concurrency"
