@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import dataclasses
 import json
 import os
 import statistics
@@ -256,16 +257,7 @@ def cache_target(name: str, about: str, backend: str, model: str, baseline: str)
         env = {k: v for k, v in command.env.items() if k not in UNSET}
         return Command(command.argv, env)
 
-    return Target(
-        name=target.name,
-        about=target.about,
-        calls=target.calls,
-        baseline=target.baseline,
-        launch=launch_cache_target,
-        ready_path=target.ready_path,
-        ready_timeout=target.ready_timeout,
-        tags=target.tags | {"cache"},
-    )
+    return dataclasses.replace(target, launch=launch_cache_target, tags=target.tags | {"cache"})
 
 
 def cache_targets() -> list[Target]:

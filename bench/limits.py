@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import shlex
 import shutil
@@ -160,16 +161,7 @@ def redis_target() -> Target:
         )
         return _clean_env(Command(["sh", "-c", script], proxy.env))
 
-    return Target(
-        name=target.name,
-        about=target.about,
-        calls=target.calls,
-        baseline=target.baseline,
-        launch=launch_with_redis,
-        ready_path=target.ready_path,
-        ready_timeout=target.ready_timeout,
-        tags=target.tags | {"redis"},
-    )
+    return dataclasses.replace(target, launch=launch_with_redis, tags=target.tags | {"redis"})
 
 
 def _without_overrides(target: Target) -> Target:
@@ -179,16 +171,7 @@ def _without_overrides(target: Target) -> Target:
     def clean_launch(ctx: Context, port: int) -> Command:
         return _clean_env(launch(ctx, port))
 
-    return Target(
-        name=target.name,
-        about=target.about,
-        calls=target.calls,
-        baseline=target.baseline,
-        launch=clean_launch,
-        ready_path=target.ready_path,
-        ready_timeout=target.ready_timeout,
-        tags=target.tags,
-    )
+    return dataclasses.replace(target, launch=clean_launch)
 
 
 def limits_targets() -> list[Target]:
