@@ -16,6 +16,8 @@ from msgspec import Meta
 SizeText = Annotated[str, Meta(pattern=r"^\s*\d+(\.\d+)?\s*([KMGT]i?B|B)?\s*$")]
 Size = Annotated[int, Meta(ge=0)] | SizeText
 Seconds = Annotated[float, Meta(gt=0)]
+DurationText = Annotated[str, Meta(pattern=r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$")]
+Duration = Seconds | DurationText  # seconds, or "90s", "15m", "12h", "30d", "2w"
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{64}$")]
 NonEmpty = Annotated[str, Meta(min_length=1)]
@@ -33,6 +35,9 @@ class ServerConfig(Section, frozen=True):
     drain_timeout: Annotated[float, Meta(ge=0)] = 30
     max_body_bytes: Size = "10MiB"
     max_header_bytes: Size = "64KiB"
+    header_timeout: Seconds = (
+        10  # a connection that has not sent its whole headers by then is closed
+    )
     max_messages: Annotated[int, Meta(ge=1)] = 2048
     max_stream_seconds: Seconds = 1800
     cors_origins: list[str] = []
@@ -78,6 +83,24 @@ class OpenAIUpstreamConfig(Section, frozen=True, tag_field="type", tag="openai")
     timeout: Timeouts = Timeouts()
     max_connections: Annotated[int, Meta(ge=1)] = 200
     limits: LimitSpec | None = None  # the provider's quota: a full upstream is skipped
+    # native: /v1/responses is passed through to {base_url}/responses (OpenAI speaks it);
+    # translate: it becomes a chat-completions request for this upstream
+    responses: Literal["translate", "native"] = "translate"
+
+
+class AnthropicUpstreamConfig(Section, frozen=True, tag_field="type", tag="anthropic"):
+    """The Anthropic Messages API: chat and responses requests are translated to it;
+    /v1/messages passes through as sent (only `model` rewritten)."""
+
+    base_url: NonEmpty = "https://api.anthropic.com"
+    api_key: str | None = None  # sent as x-api-key
+    headers: dict[str, str] = {}
+    timeout: Timeouts = Timeouts()
+    max_connections: Annotated[int, Meta(ge=1)] = 200
+    limits: LimitSpec | None = None  # the provider's quota: a full upstream is skipped
+    version: NonEmpty = (
+        "2023-06-01"  # anthropic-version (a client's own header wins on pass-through)
+    )
 
 
 class HuggingFaceUpstreamConfig(Section, frozen=True, tag_field="type", tag="huggingface"):
@@ -85,7 +108,7 @@ class HuggingFaceUpstreamConfig(Section, frozen=True, tag_field="type", tag="hug
     is the classic task API (POST {base_url}/models/{model}); `tgi` is a TGI server's
     /generate and /generate_stream. The last two apply `chat_template` to the messages."""
 
-    api: Literal["chat", "text-generation", "tgi"] = "text-generation"
+    api: Literal["chat", "text-generation", "tgi", "tei"] = "text-generation"
     base_url: NonEmpty | None = None  # default per api: see HF_DEFAULT_BASE_URLS
     api_key: str | None = None
     headers: dict[str, str] = {}
@@ -108,6 +131,7 @@ class SpawnConfig(Section, frozen=True):
     port: Port = 9000
     max_batch_size: Annotated[int, Meta(ge=1)] = 8
     max_queue: Annotated[int, Meta(ge=1)] = 64
+    task: Literal["generate", "embed"] = "generate"  # embed: /v1/embeddings from an encoder model
 
 
 class LocalUpstreamConfig(Section, frozen=True, tag_field="type", tag="local"):
@@ -123,7 +147,9 @@ class LocalUpstreamConfig(Section, frozen=True, tag_field="type", tag="local"):
     limits: LimitSpec | None = None  # the provider's quota: a full upstream is skipped
 
 
-UpstreamConfig = OpenAIUpstreamConfig | HuggingFaceUpstreamConfig | LocalUpstreamConfig
+UpstreamConfig = (
+    OpenAIUpstreamConfig | AnthropicUpstreamConfig | HuggingFaceUpstreamConfig | LocalUpstreamConfig
+)
 
 
 class RouteConfig(Section, frozen=True):
@@ -133,6 +159,17 @@ class RouteConfig(Section, frozen=True):
     limits: LimitSpec | None = None  # a full route is skipped, not a 429
     price: PriceConfig | None = None  # overrides `prices` for this route
     drop_params: list[str] = []  # fields this route cannot honour: dropped instead of a 400
+
+
+class ParamBounds(Section, frozen=True):
+    """A numeric request field: set when the client sent none, clamped into [min, max]."""
+
+    default: int | float | None = None
+    min: int | float | None = None
+    max: int | float | None = None
+
+
+ParamName = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]*$")]
 
 
 class ModelCacheConfig(Section, frozen=True):
@@ -146,6 +183,7 @@ class ModelConfig(Section, frozen=True):
     fallbacks: list[NonEmpty] = []  # other public models, tried in order when every route failed
     limits: LimitSpec | None = None  # all callers of this model together
     cache: ModelCacheConfig | bool | None = None  # overrides the global policy; false disables
+    params: dict[ParamName, ParamBounds] = {}  # e.g. {max_tokens: {default: 1024, max: 4096}}
     timeout: TimeoutOverride | None = None
 
 
@@ -231,6 +269,15 @@ class TracingConfig(Section, frozen=True):
     enabled: bool = False  # OTLP export, set by the standard OTEL_* variables
 
 
+class ResponsesConfig(Section, frozen=True):
+    """Stored responses of the Responses API (previous_response_id, GET /v1/responses/{id})."""
+
+    storage: Literal["disk", "memory", "redis"] | None = None  # None: redis when limits use it
+    ttl: Duration = "30d"
+    path: NonEmpty | None = None  # disk only; default: <cache.path>/responses
+    url: NonEmpty | None = None  # redis only; default: limits.storage
+
+
 class ProxyConfig(Section, frozen=True):
     server: ServerConfig = ServerConfig()
     upstreams: dict[str, UpstreamConfig] = {}
@@ -246,11 +293,17 @@ class ProxyConfig(Section, frozen=True):
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
     tracing: TracingConfig = TracingConfig()
+    responses: ResponsesConfig = ResponsesConfig()
 
 
 UPSTREAM_TYPES: tuple[str, ...] = tuple(
     str(kind.__struct_config__.tag)
-    for kind in (OpenAIUpstreamConfig, HuggingFaceUpstreamConfig, LocalUpstreamConfig)
+    for kind in (
+        OpenAIUpstreamConfig,
+        AnthropicUpstreamConfig,
+        HuggingFaceUpstreamConfig,
+        LocalUpstreamConfig,
+    )
 )
 
 
@@ -283,6 +336,20 @@ def resolve_name(models: dict[str, Any], name: str) -> str | None:
 def _pattern_rank(pattern: str) -> tuple[int, int]:
     prefix, _, suffix = pattern.partition("*")
     return len(prefix), len(suffix)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: float | str) -> float:
+    """Seconds from a number or a string such as "30d" (already validated by the schema)."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(value)
+    if match is None:
+        raise ValueError(f"not a duration: {value!r}")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$")

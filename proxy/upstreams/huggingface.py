@@ -16,7 +16,7 @@ import aiohttp
 from loguru import logger
 
 from proxy.config import HF_DEFAULT_BASE_URLS, HuggingFaceUpstreamConfig
-from proxy.errors import InvalidRequestError
+from proxy.errors import InvalidRequestError, UpstreamError
 from proxy.upstreams.base import UpstreamCall
 from proxy.upstreams.chat_templates import ChatTemplate
 from proxy.upstreams.hf_chat import ChatTranslation
@@ -82,6 +82,9 @@ MODES: dict[str, Callable[[str, HuggingFaceUpstreamConfig, str], _Mode]] = {
 
 
 class HuggingFaceUpstream:
+    native_apis: frozenset[str] = frozenset()
+    generates = True
+
     def __init__(
         self,
         name: str,
@@ -165,6 +168,9 @@ class HuggingFaceUpstream:
         return self._session.post(
             url, data=payload, headers=headers, timeout=client_timeout(call.timeouts)
         )
+
+    async def embed(self, call: UpstreamCall) -> bytes:
+        raise UpstreamError(f"The upstream '{self.name}' cannot embed.")
 
     async def close(self) -> None:
         await self._session.close()

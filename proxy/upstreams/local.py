@@ -24,7 +24,7 @@ import aiohttp
 from loguru import logger
 
 from proxy.config import LocalUpstreamConfig, OpenAIUpstreamConfig, SpawnConfig
-from proxy.errors import ServiceUnavailableError
+from proxy.errors import ServiceUnavailableError, UpstreamError
 from proxy.upstreams.base import UpstreamCall
 from proxy.upstreams.openai import OpenAIUpstream
 
@@ -172,6 +172,9 @@ class WorkerProcess:
 
 
 class LocalUpstream:
+    native_apis: frozenset[str] = frozenset()
+    generates = True
+
     def __init__(
         self,
         name: str,
@@ -220,6 +223,9 @@ class LocalUpstream:
         self._check_ready()
         async for events in self._client.stream(call):
             yield events
+
+    async def embed(self, call: UpstreamCall) -> bytes:
+        raise UpstreamError(f"The upstream '{self.name}' cannot embed.")
 
     async def close(self) -> None:
         if self.worker is not None:

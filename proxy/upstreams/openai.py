@@ -23,6 +23,9 @@ from proxy.upstreams.http import (
 
 
 class OpenAIUpstream:
+    native_apis: frozenset[str] = frozenset()
+    generates = True
+
     def __init__(
         self,
         name: str,
@@ -82,6 +85,9 @@ class OpenAIUpstream:
         return self._session.post(
             self._url, data=call.body, headers=headers, timeout=client_timeout(call.timeouts)
         )
+
+    async def embed(self, call: UpstreamCall) -> bytes:
+        raise UpstreamError(f"The upstream '{self.name}' cannot embed.")
 
     async def close(self) -> None:
         await self._session.close()

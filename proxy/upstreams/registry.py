@@ -7,6 +7,7 @@ import importlib
 from typing import Any
 
 from proxy.config import (
+    AnthropicUpstreamConfig,
     HuggingFaceUpstreamConfig,
     LocalUpstreamConfig,
     OpenAIUpstreamConfig,
@@ -16,6 +17,7 @@ from proxy.upstreams.base import Upstream
 
 ADAPTERS: dict[type[Any], str] = {
     OpenAIUpstreamConfig: "proxy.upstreams.openai:OpenAIUpstream",
+    AnthropicUpstreamConfig: "proxy.upstreams.anthropic:AnthropicUpstream",
     HuggingFaceUpstreamConfig: "proxy.upstreams.huggingface:HuggingFaceUpstream",
     LocalUpstreamConfig: "proxy.upstreams.local:LocalUpstream",
 }
