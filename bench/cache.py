@@ -1,5 +1,5 @@
-"""The response cache's cost and benefit (issue 7's bars), against an upstream that answers
-after 20 ms, as a model would (nginx cannot delay an answer).
+"""The response cache's cost and benefit, and the bars it must meet, against an upstream that
+answers after 20 ms, as a model would (nginx cannot delay an answer).
 
     python bench/run.py --quick --targets proxy-cache-none,proxy-cache-miss,proxy-cache-hit \\
         --concurrency 1,16
@@ -450,7 +450,7 @@ def print_bars(path: Path) -> int:
     if not lines:
         print(f"no proxy-cache-* points in {path}: run bench/run.py with those targets first")
         return 1
-    print(f"Response cache bars (issue 7), from {path}:\n")
+    print(f"Response cache bars, from {path}:\n")
     print("| bar | measured | |\n|:---|:---|:---|")
     for what, figures, passed in lines:
         verdict = "n/a" if passed is None else ("pass" if passed else "FAIL")

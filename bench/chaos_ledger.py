@@ -10,7 +10,7 @@ from typing import Any
 
 from bench.chaos_load import Result
 
-# Statuses a valid request of the run may get (DESIGN.md's table): anything else is a bug.
+# Statuses a valid request of the run may get (docs/semantics.md, Statuses): anything else is a bug.
 EXPECTED_ERRORS = frozenset({429, 502, 503, 504})
 
 

@@ -6,7 +6,7 @@
 Targets (throughput shown as a ratio to `proxy`, the same policy without limits):
 
 * `proxy-limits`: a key limit and a model limit (``requests: "1000000/minute"`` each) with
-  `memory://` storage. Issue 6's bar: at least 0.85x.
+  `memory://` storage. Bar: at least 0.85x.
 * `proxy-limits-redis`: the same limits in a `redis-server` on loopback, started for the run
   with the proxy (pinned to core 1 like nginx; `on_storage_error: deny`, so a Redis that
   fails shows as errors, never as a fast fail-open). Bar: at least 0.60x. Its RSS includes

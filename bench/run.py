@@ -180,6 +180,7 @@ def setup_lines(args: argparse.Namespace) -> list[tuple[str, str]]:
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
          if line.startswith("model name")), platform.processor() or "?",
     )  # fmt: skip
+
     def version(pkg: str) -> str:
         try:
             return metadata.version(pkg)

@@ -133,6 +133,8 @@ def _record_lines(
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):  # keys are names: `on:` is "on", not True
+                key_node.tag = "tag:yaml.org,2002:str"
             key = str(key_node.value)
             if key in seen:
                 line = key_node.start_mark.line + 1

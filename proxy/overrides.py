@@ -94,7 +94,7 @@ def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> list[st
 
 
 def _cache_switches(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
-    """CACHE_ENABLED and REDIS_URL choose the cache backend (DESIGN.md, precedence):
+    """CACHE_ENABLED and REDIS_URL choose the cache backend (docs/semantics.md):
     REDIS_URL moves the cache to Redis unless it is `none`; CACHE_ENABLED=false turns it
     off, and =true turns a `none` cache on (on disk)."""
     cache = data.get("cache")

@@ -9,7 +9,10 @@ admission that timed out (and may yet run in Redis) can be undone safely later.
 
 The windows are the `limits` library's sliding-window counters, in its own keys and
 arithmetic (a previous and a current counter per window, the previous one weighted by the
-time it has left), so the library reads what these scripts write and the other way round."""
+time it has left), so the library reads what these scripts write and the other way round.
+That format is private to the library: tests/unit/limiting/test_limits_key_format.py compares
+it with what the installed library writes, and pyproject.toml holds `limits` to the minor
+release that test passed on."""
 
 from __future__ import annotations
 

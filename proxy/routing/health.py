@@ -124,7 +124,7 @@ class RouteHealth:
             self.adopt_close()
             self._tell("close")
             self._failures.clear()  # a fresh start after a good trial; otherwise failures
-            # within the window keep counting, successes in between or not (DESIGN.md)
+            # within the window keep counting, successes in between or not
 
     def failed(self) -> None:
         """A transient failure: counts towards opening the breaker."""

@@ -101,7 +101,7 @@ def _is_loading(data: Any) -> bool:
 
 
 def _loading(upstream: str, data: dict[str, Any], headers: Mapping[str, str]) -> UpstreamError:
-    """A cold model: the route is parked for `estimated_time` (DESIGN.md, Retries)."""
+    """A cold model: the route is parked for `estimated_time`, like any 503 with Retry-After."""
     wait = data.get("estimated_time")
     seconds = float(wait) if isinstance(wait, int | float) and wait >= 0 else retry_after(headers)
     about = f" (ready in about {seconds:.0f} s)" if seconds is not None else ""
@@ -109,5 +109,5 @@ def _loading(upstream: str, data: dict[str, Any], headers: Mapping[str, str]) ->
         f"The model of upstream '{upstream}' is loading{about}; try again later.",
         code="model_loading",
         retry_after=seconds,
-        cause="503",  # with retry_after: the router parks the route (DESIGN.md, Retries)
+        cause="503",  # with retry_after: the router parks the route (docs/semantics.md)
     )

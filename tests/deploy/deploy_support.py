@@ -31,8 +31,9 @@ ALERTS = ROOT / "config" / "prometheus" / "alerts.yaml"
 DASHBOARD = ROOT / "config" / "grafana" / "llm-proxy.json"
 DOCS = ROOT / "docs" / "deployment.md"
 
-# DESIGN.md's metric contract (names as Prometheus exposes them), plus Prometheus's own `up`.
-DESIGN_METRICS = {
+# The proxy's metric names as Prometheus exposes them: the README's table, less
+# llm_proxy_storage_errors_total (tests/unit/observability/test_metric_names.py adds it).
+CONTRACT_METRICS = {
     "llm_proxy_requests_total",
     "llm_proxy_request_duration_seconds",
     "llm_proxy_time_to_first_token_seconds",
@@ -52,7 +53,7 @@ HISTOGRAMS = {
     "llm_proxy_overhead_seconds",
 }
 KNOWN_SERIES = (
-    DESIGN_METRICS | {f"{h}_{s}" for h in HISTOGRAMS for s in ("bucket", "sum", "count")} | {"up"}
+    CONTRACT_METRICS | {f"{h}_{s}" for h in HISTOGRAMS for s in ("bucket", "sum", "count")} | {"up"}
 )
 
 PIP_TOOLS = (

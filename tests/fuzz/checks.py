@@ -16,7 +16,7 @@ import msgspec
 from security.helpers import PARSER_REJECTION, assert_envelope, assert_no_stack_trace
 
 # Statuses the proxy may answer a chat request with in front of an upstream that never fails
-# (DESIGN.md's table; never 422, never a 5xx).
+# (docs/semantics.md, Statuses; never 422, never a 5xx).
 CLIENT_ERRORS = frozenset({400, 401, 403, 404, 405, 413, 429})
 ANSWER_TIMEOUT = 15.0  # seconds; a loaded 2-core machine, and a 250 KiB body
 

@@ -1,4 +1,4 @@
-"""A body fuzzer for POST /v1/chat/completions (issue 10, item 4).
+"""A body fuzzer for POST /v1/chat/completions.
 
 Every answer must be a success (a completion, or an event stream that ends with [DONE] after
 every choice finished or an in-band error) or a 4xx in the OpenAI error envelope: never a 5xx,

@@ -1,4 +1,4 @@
-"""Random and garbage methods, paths and headers on every route (issue 10, item 4), sent as raw
+"""Random and garbage methods, paths and headers on every route, sent as raw
 bytes so that nothing is cleaned on the way. Every answer comes within ANSWER_TIMEOUT, is
 never a 5xx and never carries a stack trace; an error is the OpenAI envelope, unless uvicorn's
 parser refused the bytes before the app saw them (its plain-text 400)."""

@@ -1,4 +1,4 @@
-"""What one client can make the proxy hold is bounded (issue 10, item 5; proxy.reference.yaml
+"""What one client can make the proxy hold is bounded (proxy.reference.yaml
 `server.max_body_bytes`, `max_header_bytes`, `max_messages`, `max_stream_seconds`).
 
 test_errors.py already covers a body over the limit (sized and chunked) and the default

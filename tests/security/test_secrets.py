@@ -1,4 +1,4 @@
-"""No secret leaves the proxy (issue 10, item 5; DESIGN.md, Secrets).
+"""No secret leaves the proxy (docs/semantics.md, "Secrets and 'not configured' upstreams").
 
 One proxy with every kind of secret a policy holds: upstream keys given literally, through
 `${VAR}`, shaped like an OpenAI key or not, a secret in an upstream's `headers`, and client

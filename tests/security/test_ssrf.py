@@ -1,4 +1,4 @@
-"""No client input chooses where the proxy connects (issue 10, item 5).
+"""No client input chooses where the proxy connects.
 
 The upstream URL comes from the policy alone: whatever a client puts in `model`, in headers
 that proxies usually trust (Host, X-Forwarded-Host, Forwarded...) or in body fields other
@@ -157,7 +157,7 @@ def test_body_fields_do_not_change_where_or_how_the_proxy_connects(
     assert resp.headers["x-llm-proxy-route"] == "fake/upstream-model-id"
     assert_only_the_fake(fake_openai, canary)
     rec = fake_openai.last_request
-    # unknown fields pass through as data (DESIGN.md), never as connection settings
+    # unknown fields pass through as data, never as connection settings
     assert rec.json["base_url"] == evil
     assert "sk-from-the-client-body" not in str(rec.headers)
 

@@ -106,7 +106,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- dict "reload" $reload "drainTimeout" (ceil $drain | int) "port" (get $server "port" | default 8080 | int) | toJson }}
 {{- end }}
 
-{{/* terminationGracePeriodSeconds = preStop sleep + server.drain_timeout + 10 (DESIGN.md). */}}
+{{/* terminationGracePeriodSeconds = preStop sleep + server.drain_timeout + 10 s (docs/semantics.md). */}}
 {{- define "llm-proxy.terminationGracePeriodSeconds" -}}
 {{- $server := include "llm-proxy.server" . | fromJson }}
 {{- add (int .Values.preStopSleepSeconds) (int $server.drainTimeout) 10 }}

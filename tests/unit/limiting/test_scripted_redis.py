@@ -1,4 +1,4 @@
-"""Scripted admission in a real redis-server (issue 6): one round trip for every scope of a
+"""Scripted admission in a real redis-server: one round trip for every scope of a
 request, all or nothing, in the `limits` library's own keys so that the library reads what
 the scripts write; concurrency as leases that a timed-out admission gives back."""
 

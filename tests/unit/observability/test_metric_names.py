@@ -1,4 +1,4 @@
-"""The proxy exports exactly the metrics DESIGN.md names (the dashboard and alert checks in
+"""The proxy exports exactly the metrics the README names (the dashboard and alert checks in
 tests/deploy test against that same list, so this ties them to the code)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 from proxy.observability.metrics import Metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy"))
-from deploy_support import DESIGN_METRICS
+from deploy_support import CONTRACT_METRICS
 
 OURS = {"llm_proxy_storage_errors_total"}  # added: shared storage failures
 
@@ -22,4 +22,4 @@ def exported() -> set[str]:
 
 
 def test_every_design_metric_is_exported_and_nothing_unlisted() -> None:
-    assert exported() == set(DESIGN_METRICS) | OURS
+    assert exported() == set(CONTRACT_METRICS) | OURS
