@@ -8,14 +8,18 @@ from dataclasses import dataclass, field
 from proxy.observability.access_log import AccessLog
 from proxy.observability.metrics import Metrics
 
+MAX_LOGGED_ERROR = 500  # characters of an error message in the access line
+
 
 @dataclass(slots=True)
 class RequestRecord:
     request_id: str
     started: float
+    api: str = "chat"  # the front door: chat | responses | messages | embeddings
     caller: str = "-"
     model: str = "unknown"  # configured public name or pattern
     route: str = "none"  # <upstream>/<configured model>
+    target: str | None = None  # <upstream>/<model id sent> of the last attempt
     status: int = 200
     attempts: int = 0
     stream: bool = False
@@ -34,7 +38,7 @@ class RequestRecord:
 
     def _measure(self, metrics: Metrics, duration: float) -> None:
         overhead = max(duration - self.upstream_seconds - self.waited, 0.0)
-        metrics.record(self.model, self.route, self.status, duration, overhead)
+        metrics.record(self.api, self.model, self.route, self.status, duration, overhead)
         if self.first_token is not None:
             metrics.child(metrics.first_token, self.model, self.route).observe(self.first_token)
         if self.prompt_tokens or self.completion_tokens:
@@ -48,21 +52,27 @@ class RequestRecord:
             self._measure(metrics, duration)
         ms = duration * 1000
         ttft = f"{self.first_token * 1000:.1f}ms" if self.first_token is not None else "-"
+        error = self.error
+        if error is not None and len(error) > MAX_LOGGED_ERROR:
+            error = error[:MAX_LOGGED_ERROR] + "..."
         message = (
-            f"chat {self.status} model={self.model} route={self.route} key={self.caller} "
+            f"{self.api} {self.status} model={self.model} route={self.route} "
+            f"target={self.target or '-'} key={self.caller} "
             f"attempts={self.attempts} cache={self.cache} stream={self.stream} {ms:.1f}ms "
             f"ttft={ttft} tokens={self.prompt_tokens}/{self.completion_tokens} "
             f"request_id={self.request_id}"
         )
-        if self.error:
-            message += f" error={self.error!r}"
+        if error:
+            message += f" error={error!r}"
         log.write(
             message,
             {
                 "request_id": self.request_id,
+                "api": self.api,
                 "key": self.caller,
                 "model": self.model,
                 "route": self.route,
+                "target": self.target,
                 "status": self.status,
                 "attempts": self.attempts,
                 "cache": self.cache,
@@ -72,7 +82,7 @@ class RequestRecord:
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
                 "disconnected": self.disconnected,
-                "error": self.error,
+                "error": error,
             },
             self.body,
         )

@@ -31,12 +31,35 @@ def _check_models(data: dict[str, Any], add: Report) -> None:
     for name, model in _mapping(data.get("models")).items():
         if name.count("*") > 1:
             add(("models", name), "a model pattern may contain one '*' only")
+        _check_params(("models", name, "params"), _mapping(_mapping(model).get("params")), add)
         for index, route in enumerate(_sequence(_mapping(model).get("routes"))):
             upstream = _mapping(route).get("upstream")
             if isinstance(upstream, str) and upstream not in upstreams:
                 known = ", ".join(upstreams) or "none defined"
                 message = f"unknown upstream '{upstream}' (known: {known})"
                 add(("models", name, "routes", index, "upstream"), message)
+
+
+_NOT_PARAMS = frozenset({"model", "messages", "input", "stream", "stream_options", "tools"})
+
+
+def _check_params(path: KeyPath, params: dict[str, Any], add: Report) -> None:
+    """Each bound names a numeric request field: min <= default <= max where given."""
+    for field, bounds in params.items():
+        if field in _NOT_PARAMS:
+            add((*path, field), f"'{field}' is not a numeric request field")
+        values = {k: v for k, v in _mapping(bounds).items() if _is_number(v)}
+        low, high, default = values.get("min"), values.get("max"), values.get("default")
+        if low is not None and high is not None and low > high:
+            add((*path, field), f"min ({low}) is larger than max ({high})")
+        if default is not None and (
+            (low is not None and default < low) or (high is not None and default > high)
+        ):
+            add((*path, field, "default"), f"default ({default}) lies outside [min, max]")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_routing(data: dict[str, Any], add: Report) -> None:

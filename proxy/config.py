@@ -140,6 +140,7 @@ class LocalUpstreamConfig(Section, frozen=True, tag_field="type", tag="local"):
 
     url: NonEmpty | None = None
     spawn: SpawnConfig | None = None
+    task: Literal["generate", "embed"] = "generate"  # what a worker at `url` runs (--task)
     api_key: str | None = None
     headers: dict[str, str] = {}
     timeout: Timeouts = Timeouts()

@@ -2,7 +2,8 @@
 
 ProxyError
 ├── InvalidRequestError            400 invalid_request_error
-│   └── UpstreamRejectedError      400 (the upstream's 400/422 message)
+│   ├── UpstreamRejectedError      400 (the upstream's 400/422 message)
+│   └── UnsupportedEndpointError   400 unsupported_endpoint
 ├── AuthenticationError            401
 ├── PermissionDeniedError          403
 ├── ModelNotFoundError             404 model_not_found
@@ -85,6 +86,12 @@ class InvalidRequestError(ProxyError):
 
 class UpstreamRejectedError(InvalidRequestError):
     """The upstream judged the request invalid (its 400/422): the client's fault."""
+
+
+class UnsupportedEndpointError(InvalidRequestError):
+    """No route of the model can serve this kind of request (e.g. embeddings of a chat model)."""
+
+    code = "unsupported_endpoint"
 
 
 class AuthenticationError(ProxyError):
@@ -170,3 +177,31 @@ class InternalError(ProxyError):
     status = 500
     type = "server_error"
     code = "internal_error"
+
+
+# The `reason` label of a failed upstream call comes from this set, never from upstream text
+# (an upstream's error code may be anything, even an echo of a credential).
+REASONS = frozenset(
+    {
+        "timeout",
+        "connect",
+        "invalid_request_error",
+        "context_length_exceeded",
+        "upstream_error",
+        "upstream_auth_error",
+        "upstream_model_not_found",
+        "rate_limit_exceeded",
+        "service_unavailable",
+        "worker_not_ready",
+        "timeout_error",
+    }
+)
+
+
+def reason_label(exc: ProxyError) -> str:
+    """What failed, for metrics: the upstream's HTTP status, timeout, connect, or our code."""
+    cause = exc.cause
+    if cause is not None and ((cause.isdigit() and len(cause) == 3) or cause in REASONS):
+        return cause
+    code = exc.code if exc.code in REASONS else exc.type
+    return code if code in REASONS else "other"

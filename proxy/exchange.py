@@ -1,95 +1,77 @@
-"""The exchange with the upstream once a request is admitted: dispatch over its plans, the
-answer (JSON) or the relay (stream), then what the end of it settles (usage and spend
-charged, the cache filled, the trace span ended, the route's in-flight count). A mixin of
-`Gateway`, which owns the parts it uses."""
+"""The exchange with the upstreams once a request is admitted: dispatch over its plans, then
+the answer (JSON) or the relay (stream) in the client's format. What the end settles is
+proxy/settle.py's."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
-from proxy.accounting import RequestRecord
-from proxy.cache.flow import CacheFlow, Lookup, usage_of
 from proxy.errors import UpstreamError
 from proxy.limits.limiter import Admission, Limiter
-from proxy.observability.access_log import AccessLog
 from proxy.observability.metrics import Metrics
-from proxy.observability.tracing import Tracing
-from proxy.policy import Policy
-from proxy.relay import OpenStreams, StreamContext, count_usage, open_relay, rewrite_completion
-from proxy.routing.dispatch import Attempt, Dispatcher, Plan
+from proxy.relay import OpenStreams, StreamContext
+from proxy.routing.dispatch import Attempt, Plan
 from proxy.routing.health import HealthBoard
-from proxy.wire import ChatRequestHead
+from proxy.settle import InFlight, Settlement
 
 _SAFE = "/:@-._~+"  # what x-llm-proxy-route shows unescaped (model ids are client text)
 
 
 @dataclass(slots=True)
-class ChatResult:
+class Result:
+    """What the client receives, in its format: a JSON body, a stream of event payloads,
+    or a whole stream known at once (a cache hit)."""
+
     headers: dict[str, str]
-    body: bytes | None = None  # a chat.completion
-    stream: AsyncIterator[list[bytes]] | None = None  # chat.completion.chunk JSON, batched
-    whole_stream: list[bytes] | None = None  # a stream known whole at once (a cache hit)
+    body: bytes | None = None
+    stream: AsyncIterator[list[bytes]] | None = None
+    whole_stream: list[bytes] | None = None
+
+
+def route_header(target: str) -> str:
+    """x-llm-proxy-route: `<upstream>/<model id>`, escaped (model ids may be client text)."""
+    return quote(target, safe=_SAFE)
 
 
 class UpstreamExchange:
-    _policy: Policy
-    board: HealthBoard
-    dispatcher: Dispatcher
-    limiter: Limiter
-    cache_flow: CacheFlow
-    metrics: Metrics
-    access_log: AccessLog
-    open_streams: OpenStreams
-    _spawn: Callable[[Coroutine[Any, Any, None]], None]
-
-    async def _complete(
-        self, plans: Iterator[Plan], record: RequestRecord, admission: Admission, lookup: Lookup
-    ) -> ChatResult:
-        async def call(attempt: Attempt) -> tuple[bytes, Any]:
-            reply = await attempt.upstream.complete(attempt.call)
-            public, upstream = attempt.model.public, attempt.route.upstream
-            return rewrite_completion(reply, public, upstream, record)
-
-        enter, leave = self._route_gates(admission)
-        (body, usage), attempt = await self.dispatcher.run(plans, call, record, enter, leave)
-        count_usage(record, usage)
-        Tracing.finish(attempt.span, record)
-        self.cache_flow.store_completion(lookup, body, attempt.route.label)
-        prompt = record.prompt_tokens if usage else admission.estimate
-        await self.limiter.finish(
-            admission,
-            attempt.route.label,
-            attempt.call.model,
-            attempt.model.policy.name,
-            prompt,
-            record.completion_tokens,
-        )
-        return ChatResult(self._headers(record, attempt, admission), body=body)
-
-    def _route_gates(
-        self, admission: Admission
-    ) -> tuple[Callable[[Attempt], Awaitable[bool]], Callable[[Attempt], Awaitable[None]]]:
-        limiter = self.limiter
-
-        async def enter(attempt: Attempt) -> bool:
-            return await limiter.admit_route(admission, attempt.route.label, attempt.route.upstream)
-
-        async def leave(attempt: Attempt) -> None:
-            await limiter.release_route(admission, attempt.route.label)
-
-        return enter, leave
-
-    async def _stream(
+    def __init__(
         self,
-        plans: Iterator[Plan],
-        head: ChatRequestHead,
-        record: RequestRecord,
-        admission: Admission,
-        lookup: Lookup,
-    ) -> ChatResult:
+        metrics: Metrics,
+        board: HealthBoard,
+        open_streams: OpenStreams,
+        settlement: Settlement,
+    ) -> None:
+        self.metrics = metrics
+        self.board = board
+        self.open_streams = open_streams
+        self.settlement = settlement
+
+    async def complete(self, flight: InFlight, plans: Iterator[Plan]) -> Result:
+        request, record = flight.request, flight.record
+        assert request is not None and flight.admission is not None
+
+        async def call(attempt: Attempt) -> bytes:
+            upstream_call = attempt.call
+            if upstream_call.api == "embeddings":
+                reply = await attempt.upstream.embed(upstream_call)
+            else:
+                reply = await attempt.upstream.complete(upstream_call)
+            public, upstream = attempt.model.public, attempt.route.upstream
+            return request.answer(reply, upstream_call, public, upstream, record)
+
+        enter, leave = self._route_gates(flight.services.limiter, flight.admission)
+        dispatcher = flight.services.dispatcher
+        answer, attempt = await dispatcher.run(plans, call, record, enter, leave)
+        flight.attempt, flight.answer = attempt, answer
+        return Result(self._headers(flight, flight.admission), body=answer)
+
+    async def stream(self, flight: InFlight, plans: Iterator[Plan]) -> Result:
+        request, record, services = flight.request, flight.record, flight.services
+        assert request is not None and flight.admission is not None
+        settle = self.settlement.settle_stream
+
         async def call(attempt: Attempt) -> AsyncIterator[list[bytes]]:
             events = attempt.upstream.stream(attempt.call)
             try:
@@ -97,74 +79,46 @@ class UpstreamExchange:
                 if not first:
                     upstream = attempt.route.upstream
                     raise UpstreamError(f"The upstream '{upstream}' sent an empty stream.")
-                context = self._stream_context(attempt, head, record, admission, lookup)
-                return open_relay(first, events, context)
+                context = StreamContext(
+                    public_model=attempt.model.public,
+                    upstream=attempt.route.upstream,
+                    max_seconds=services.policy.config.server.max_stream_seconds,
+                    record=record,
+                    metrics=self.metrics,
+                    open_streams=self.open_streams,
+                    on_end=lambda _: settle(flight),
+                    collected=[] if flight.lookup.decision or request.keeps_answer else None,
+                )
+                relay = request.relay(first, events, context, attempt.call)
+                flight.stream = context
+                return relay
             except BaseException:
                 await events.aclose()  # type: ignore[attr-defined]
                 raise
 
-        enter, leave = self._route_gates(admission)
-        stream, attempt = await self.dispatcher.run(plans, call, record, enter, leave)
-        return ChatResult(self._headers(record, attempt, admission), stream=stream)
+        enter, leave = self._route_gates(services.limiter, flight.admission)
+        stream, attempt = await services.dispatcher.run(plans, call, record, enter, leave)
+        flight.attempt = attempt
+        self.board[attempt.route.label].inflight += 1  # in flight (least-busy) until it ends
+        return Result(self._headers(flight, flight.admission), stream=stream)
 
-    def _stream_context(
-        self,
-        attempt: Attempt,
-        head: ChatRequestHead,
-        record: RequestRecord,
-        admission: Admission,
-        lookup: Lookup,
-    ) -> StreamContext:
-        health = self.board[attempt.route.label]
-        health.inflight += 1  # a stream stays in flight (least-busy) until it ends
-        label = attempt.route.label
+    @staticmethod
+    def _route_gates(
+        limiter: Limiter, admission: Admission
+    ) -> tuple[Callable[[Attempt], Awaitable[bool]], Callable[[Attempt], Awaitable[None]]]:
+        async def enter(attempt: Attempt) -> bool:
+            return await limiter.admit_route(admission, attempt.route.ident, attempt.route.upstream)
 
-        def completed(chunks: list[bytes]) -> None:
-            self.cache_flow.store_stream(lookup, chunks, label, usage_of(record))
+        async def leave(attempt: Attempt) -> None:
+            await limiter.release_route(admission, attempt.route.ident)
 
-        def ended() -> None:
-            health.stream_ended()
-            if record.error:
-                Tracing.fail(attempt.span, Exception(record.error))
-            else:
-                Tracing.finish(attempt.span, record)
-            self.cache_flow.land(lookup, None)  # no-op when the answer was stored
-            prompt, completion = record.prompt_tokens, record.completion_tokens
-            if not (prompt or completion):  # cut before the usage chunk: estimate it
-                prompt, completion = admission.estimate, record.relayed_bytes // 4
-            self._spawn(
-                self.limiter.finish(
-                    admission,
-                    attempt.route.label,
-                    attempt.call.model,
-                    attempt.model.policy.name,
-                    prompt,
-                    completion,
-                )
-            )
+        return enter, leave
 
-        return StreamContext(
-            public_model=attempt.model.public,
-            upstream=attempt.route.upstream,
-            client_wants_usage=bool(head.stream_options and head.stream_options.include_usage),
-            choices=head.n or 1,
-            max_seconds=self._policy.config.server.max_stream_seconds,
-            record=record,
-            metrics=self.metrics,
-            access_log=self.access_log,
-            open_streams=self.open_streams,
-            on_end=ended,
-            on_complete=completed if lookup.decision is not None else None,
-            collected=[] if lookup.decision is not None else None,
-        )
-
-    def _headers(
-        self, record: RequestRecord, attempt: Attempt, admission: Admission
-    ) -> dict[str, str]:
+    @staticmethod
+    def _headers(flight: InFlight, admission: Admission) -> dict[str, str]:
+        record = flight.record
         return {
-            "x-llm-proxy-route": quote(
-                f"{attempt.route.upstream}/{attempt.call.model}", safe=_SAFE
-            ),
+            "x-llm-proxy-route": route_header(record.target or ""),
             "x-llm-proxy-attempts": str(record.attempts),
             **admission.headers,
         }

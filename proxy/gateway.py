@@ -1,10 +1,11 @@
 """The request pipeline and the gateway's life (start, policy swaps, close).
 
-auth -> validate -> allow-list (the name the client sent) -> rules -> resolve model ->
-cache -> key/model limits -> the exchange with upstreams (proxy/exchange.py: dispatch over
-routes and fallbacks, relay, settle) -> account. The HTTP layer is a thin shell over
-`Gateway.handle_chat`; `Gateway.chat` (proxy/inprocess.py) is the same pipeline with typed
-results, and proxy/status.py what the gateway reports about itself.
+Every front door (proxy/formats/) takes the same way: auth -> decode -> allow-list (the name
+the client sent) -> rules -> resolve model -> params -> cache -> key/model limits -> the
+exchange with upstreams (proxy/exchange.py: dispatch over routes and fallbacks, the answer or
+the relay) -> settle (proxy/settle.py: cache fill, charges, metrics, the access line). The
+HTTP layer is a thin shell over `Gateway.serve`; the in-process API (proxy/inprocess.py) is
+the same pipeline with typed results, and proxy/status.py what the gateway reports.
 """
 
 from __future__ import annotations
@@ -12,95 +13,82 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import (
-    Coroutine,
-    Mapping,
-)
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import msgspec
-
 from proxy.accounting import RequestRecord
-from proxy.cache.cache import Entry, ResponseCache
-from proxy.cache.flow import CacheFlow, Lookup
-from proxy.cache.replay import replay
+from proxy.cache.cache import ResponseCache
+from proxy.cache.flow import CacheFlow
 from proxy.errors import (
-    InvalidRequestError,
     ModelNotFoundError,
     PermissionDeniedError,
     ProxyError,
     RequestTooLargeError,
     UpstreamRejectedError,
 )
-from proxy.exchange import ChatResult, UpstreamExchange
-from proxy.inprocess import InProcessChat
-from proxy.limits.limiter import Admission, Limiter
+from proxy.exchange import Result, UpstreamExchange, route_header
+from proxy.formats.base import DecodeContext, FrontDoor, FrontRequest
+from proxy.formats.chat import CHAT
+from proxy.inprocess import InProcess
+from proxy.limits.limiter import Limiter
 from proxy.loader import LoadedConfig, load_dict, load_file
 from proxy.observability.access_log import AccessLog
 from proxy.observability.logging import Redactor
 from proxy.observability.metrics import Metrics
 from proxy.observability.tracing import Tracing
-from proxy.planning import PlannedRequest
-from proxy.planning import plans as make_plans
+from proxy.planning import Planning, plans
 from proxy.policy import Caller, Policy, ResolvedModel, compile_policy
 from proxy.relay import OpenStreams
 from proxy.routing.dispatch import Dispatcher
 from proxy.routing.health import HealthBoard, RouteHealth
-from proxy.routing.rules import apply_rules, estimate_prompt_tokens
+from proxy.routing.rules import apply_rules
 from proxy.routing.shared import SharedHealth
+from proxy.services import Services
+from proxy.settle import InFlight, Settlement, spawner
 from proxy.status import GatewayStatus
 from proxy.upstreams.pool import UpstreamPool
-from proxy.wire import (
-    ChatCompletion,
-    ChatCompletionChunk,
-    ChatRequestHead,
-    decode_chat_head,
-)
+from proxy.wire import ChatCompletion, ChatCompletionChunk, Model, ModelList
 
-_decode = msgspec.json.Decoder().decode
-_encode = msgspec.json.Encoder().encode
-_completion_decoder = msgspec.json.Decoder(ChatCompletion)
-_chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
-_NO_HEADERS: Mapping[str, str] = {}
-_SAFE = "/:@-._~+"  # what x-llm-proxy-route shows unescaped (model ids are client text)
+NO_HEADERS: Mapping[str, str] = {}
+ReadBody = Callable[[], Awaitable[bytes]]
 
 
-@dataclass(slots=True)
-class InFlight:
-    """One request on its way through the pipeline."""
-
-    record: RequestRecord
-    lookup: Lookup = field(default_factory=lambda: Lookup(None))
-    admission: Admission | None = None
-    streaming: bool = False  # the relay owns the end from here
-
-
-class Gateway(UpstreamExchange, GatewayStatus, InProcessChat):
+class Gateway:
     def __init__(self, loaded: LoadedConfig) -> None:
-        self._policy = compile_policy(loaded)
-        config = self._policy.config
+        policy = compile_policy(loaded)
+        config = policy.config
         self.metrics = Metrics(config.metrics.enabled)
-        self.redactor = Redactor(self._policy.secrets)
-        self.access_log = AccessLog(config.logging, self.redactor)
+        self.redactor = Redactor(policy.secrets)
         self.board = HealthBoard(config.circuit_breaker)
         self.board.watcher = self._route_changed
-        for label in self._labels(self._policy):
+        for label in self._labels(policy):
             self.metrics.set_route_up(label, True)
         self._rng = random.Random()
-        self.tracing = Tracing(config)
-        self.dispatcher = Dispatcher(
-            config.retry, self.board, self.metrics, self._rng, tracing=self.tracing
-        )
-        self.limiter = Limiter(config, self.metrics, Path(config.cache.path))
-        self.shared: SharedHealth | None = None
-        self.cache = ResponseCache(config.cache, self.metrics)
-        self.cache_flow = CacheFlow(self.cache, config.cache)
         self._background: set[asyncio.Task[None]] = set()
+        self.spawn = spawner(self._background)
         self.upstreams = UpstreamPool()
         self.open_streams = OpenStreams()
+        self.shared: SharedHealth | None = None
+        tracing = Tracing(config)
+        cache = ResponseCache(config.cache, self.metrics)
+        self.services = Services(
+            policy=policy,
+            dispatcher=self._dispatcher(policy, tracing),
+            limiter=Limiter(config, self.metrics, Path(config.cache.path)),
+            cache=cache,
+            cache_flow=CacheFlow(cache, config.cache),
+            tracing=tracing,
+            access_log=AccessLog(config.logging, self.redactor),
+        )
+        self.settlement = Settlement(self.metrics, self.board, self.spawn)
+        self.exchange = UpstreamExchange(
+            self.metrics, self.board, self.open_streams, self.settlement
+        )
+        self.status = GatewayStatus(self)
+        self.inprocess = InProcess(self)
+        self.door_services: dict[str, Any] = {}  # what a front door needs to decode (by api)
         self.started = False
         self.draining = False
         self.last_reload: dict[str, Any] | None = None
@@ -115,58 +103,84 @@ class Gateway(UpstreamExchange, GatewayStatus, InProcessChat):
 
     @property
     def policy(self) -> Policy:
-        return self._policy
+        return self.services.policy
+
+    @property
+    def limiter(self) -> Limiter:
+        return self.services.limiter
+
+    @property
+    def cache(self) -> ResponseCache:
+        return self.services.cache
+
+    @property
+    def tracing(self) -> Tracing:
+        return self.services.tracing
+
+    # -- life ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Build one pooled client per configured upstream (needs the running loop)."""
-        policy = self._policy
+        policy = self.policy
         await self.upstreams.update(policy.config.upstreams, policy.unconfigured)
         storage = policy.config.limits.storage
         if storage.startswith(("redis://", "rediss://")):
             self.shared = SharedHealth(storage, self.board)
             await self.shared.start(self._labels(policy))
-            self.dispatcher.claim_trial = self.shared.claim_trial
+            self.services.dispatcher.claim_trial = self.shared.claim_trial
         self.started = True
 
     @staticmethod
     def _labels(policy: Policy) -> set[str]:
         return {route.label for model in policy.models.values() for route in model.routes}
 
+    def _dispatcher(self, policy: Policy, tracing: Tracing) -> Dispatcher:
+        shared = getattr(self, "shared", None)  # None before start()
+        claim = shared.claim_trial if shared is not None else None
+        return Dispatcher(
+            policy.config.retry,
+            self.board,
+            self.metrics,
+            self._rng,
+            claim_trial=claim,
+            tracing=tracing,
+        )
+
     async def apply(self, loaded: LoadedConfig) -> None:
         """Swap in a new policy: requests in flight finish on the one they started with;
         unchanged upstream clients and the health of surviving routes carry over."""
         policy = compile_policy(loaded)
-        config = policy.config
+        config, old = policy.config, self.services
         if self.started:
             await self.upstreams.update(config.upstreams, policy.unconfigured)
         labels = self._labels(policy)
         self.board.reconfigure(config.circuit_breaker, labels)
         for label in labels:
             self.metrics.set_route_up(label, self.board[label].state() != "open")
-        claim = self.shared.claim_trial if self.shared is not None else None
-        self.tracing = Tracing(config)
-        self.dispatcher = Dispatcher(
-            config.retry,
-            self.board,
-            self.metrics,
-            self._rng,
-            claim_trial=claim,
-            tracing=self.tracing,
-        )
         if self.shared is not None:
             self.shared.track(labels)
-        if config.cache != self._policy.config.cache:
-            old_cache, self.cache = self.cache, ResponseCache(config.cache, self.metrics)
-            self.cache_flow = CacheFlow(self.cache, config.cache)
-            self._spawn(old_cache.close())
-        if config.limits == self._policy.config.limits:
-            self.limiter.configure(config)
+        tracing = Tracing(config)
+        cache, cache_flow = old.cache, old.cache_flow
+        if config.cache != old.policy.config.cache:
+            cache = ResponseCache(config.cache, self.metrics)
+            cache_flow = CacheFlow(cache, config.cache)
+            self.spawn(old.cache.close())
+        limiter = old.limiter
+        if config.limits == old.policy.config.limits:
+            limiter.configure(config)
         else:
-            old, self.limiter = self.limiter, Limiter(config, self.metrics, Path(config.cache.path))
-            self._spawn(old.close())
+            limiter = Limiter(config, self.metrics, Path(config.cache.path))
+            self.spawn(old.limiter.close())
         self.redactor.update(policy.secrets)
-        self.access_log = AccessLog(config.logging, self.redactor)
-        self._policy = policy
+        self.services = Services(
+            policy=policy,
+            dispatcher=self._dispatcher(policy, tracing),
+            limiter=limiter,
+            cache=cache,
+            cache_flow=cache_flow,
+            tracing=tracing,
+            access_log=AccessLog(config.logging, self.redactor),
+        )
 
     def end_streams(self) -> int:
         """End every stream still open with an in-band error (the drain time is over)."""
@@ -177,17 +191,11 @@ class Gateway(UpstreamExchange, GatewayStatus, InProcessChat):
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.upstreams.close()
-        await self.limiter.close()
-        await self.cache.close()
+        await self.services.limiter.close()
+        await self.services.cache.close()
         if self.shared is not None:
             await self.shared.close()
             self.shared = None
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Work that must finish even if the request that started it is cancelled."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -200,139 +208,162 @@ class Gateway(UpstreamExchange, GatewayStatus, InProcessChat):
 
     # -- the pipeline ---------------------------------------------------------------------
 
+    def authenticate(self, authorization: str | None) -> Caller:
+        return self.policy.authenticate(authorization)
+
+    async def serve(
+        self,
+        door: FrontDoor,
+        authorization: str | None,
+        request_id: str,
+        headers: Mapping[str, str],
+        read_body: ReadBody,
+    ) -> Result:
+        """One request through the pipeline. The key is checked from the headers before the
+        body is read, so an unauthenticated client never makes the proxy hold a body."""
+        flight = InFlight(RequestRecord(request_id, time.perf_counter(), door.api), self.services)
+        self.metrics.inflight.inc()
+        try:
+            return await self._answer(door, flight, authorization, headers, read_body)
+        except Exception as exc:
+            self._failed(flight, exc)
+            raise
+        finally:
+            if flight.stream is None:  # a stream settles when it ends (proxy/relay.py)
+                await self.settlement.settle(flight)
+
+    async def handle(
+        self,
+        door: FrontDoor,
+        body: bytes,
+        authorization: str | None,
+        request_id: str,
+        headers: Mapping[str, str] = NO_HEADERS,
+    ) -> Result:
+        """`serve` with the body at hand."""
+
+        async def read() -> bytes:
+            return body
+
+        return await self.serve(door, authorization, request_id, headers, read)
+
     async def handle_chat(
         self,
         body: bytes,
         authorization: str | None,
         request_id: str,
-        headers: Mapping[str, str] = _NO_HEADERS,
-    ) -> ChatResult:
-        request = InFlight(RequestRecord(request_id, time.perf_counter()))
-        if self.access_log.log_bodies:
-            request.record.body = body
-        self.metrics.inflight.inc()
-        try:
-            return await self._answer(request, body, authorization, headers)
-        except Exception as exc:
-            self._failed(request, exc)
-            raise
-        finally:
-            if not request.streaming:  # a stream settles when it ends (proxy/exchange.py)
-                await self._settle(request)
+        headers: Mapping[str, str] = NO_HEADERS,
+    ) -> Result:
+        return await self.handle(CHAT, body, authorization, request_id, headers)
 
     async def _answer(
-        self, request: InFlight, body: bytes, authorization: str | None, headers: Mapping[str, str]
-    ) -> ChatResult:
-        record, policy = request.record, self._policy
+        self,
+        door: FrontDoor,
+        flight: InFlight,
+        authorization: str | None,
+        headers: Mapping[str, str],
+        read_body: ReadBody,
+    ) -> Result:
+        record, services = flight.record, flight.services
+        policy = services.policy
         caller = policy.authenticate(authorization)
         record.caller = caller.name
-        head = self._validate(policy, body)
-        record.stream = bool(head.stream)
-        resolved = self._resolve(policy, caller, head, headers)
-        record.model = resolved.policy.name
-        lookup = request.lookup = await self._look_up(policy, resolved, head, body, caller, headers)
-        record.cache = lookup.result
-        self.metrics.child(self.metrics.cache_requests, lookup.result).inc()
-        if lookup.entry is not None:
-            return await self._serve_hit(lookup.entry, head, caller, resolved, record)
-        planned = PlannedRequest(policy, self.upstreams, self.dispatcher, record.request_id)
-        plans = make_plans(planned, resolved, head, body)
-        estimate = estimate_prompt_tokens(head)
-        admission = await self.limiter.admit(caller, resolved.policy.name, estimate)
-        request.admission = admission
-        if head.stream:
-            result = await self._stream(plans, head, record, admission, lookup)
-            request.streaming = True
-        else:
-            result = await self._complete(plans, record, admission, lookup)
-        result.headers["x-llm-proxy-cache"] = lookup.result
-        return result
-
-    def _failed(self, request: InFlight, exc: Exception) -> None:
-        """Record the failure; an error the client gets carries the cache and limit headers."""
-        if isinstance(exc, UpstreamRejectedError):  # the upstream's own words: may quote our key
-            exc.message = self.redactor(exc.message)
-        request.record.status = getattr(exc, "status", 500)
-        request.record.error = getattr(exc, "message", type(exc).__name__)
-        self.cache_flow.land(request.lookup, None)
-        if isinstance(exc, ProxyError):
-            exc.headers["x-llm-proxy-cache"] = request.lookup.result
-            if request.admission is not None:
-                exc.headers.update(request.admission.headers)
-
-    async def _settle(self, request: InFlight) -> None:
-        self.cache_flow.land(request.lookup, None)  # e.g. cancelled: followers go on alone
-        admission = request.admission
-        if admission is not None and not admission.finished:
-            await self.limiter.release(admission)
-        request.record.finish(self.metrics, self.access_log)
-        self.metrics.inflight.dec()
-
-    async def _look_up(
-        self,
-        policy: Policy,
-        resolved: ResolvedModel,
-        head: ChatRequestHead,
-        body: bytes,
-        caller: Caller,
-        headers: Mapping[str, str],
-    ) -> Lookup:
-        model_cache = policy.config.models[resolved.policy.name].cache
-        return await self.cache_flow.lookup(
-            model_cache, head, body, caller.name, resolved.public, headers.get("cache-control")
-        )
-
-    async def _serve_hit(
-        self,
-        entry: Entry,
-        head: ChatRequestHead,
-        caller: Caller,
-        resolved: ResolvedModel,
-        record: RequestRecord,
-    ) -> ChatResult:
-        """A cached answer: request limits count it (unless configured otherwise); tokens and
-        spend do not; its usage shows the original counts."""
-        headers = {
-            "x-llm-proxy-cache": "hit",
-            "x-llm-proxy-route": entry.route,
-            "x-llm-proxy-attempts": "0",
-        }
-        if self._policy.config.cache.count_hits_in_request_limits:
-            admission = await self.limiter.admit(caller, resolved.policy.name, 0, cached=True)
-            await self.limiter.finish(admission, None, None, resolved.policy.name, 0, 0)
-            headers.update(admission.headers)
-        record.route = entry.route
-        if not head.stream:
-            return ChatResult(headers, body=entry.body)
-        wants_usage = bool(head.stream_options and head.stream_options.include_usage)
-        chunks = replay(_decode(entry.body), wants_usage)
-        return ChatResult(headers, whole_stream=chunks)
-
-    def _validate(self, policy: Policy, body: bytes) -> ChatRequestHead:
+        body = await read_body()
+        if services.access_log.log_bodies:
+            record.body = body
         if len(body) > policy.max_body_bytes:
             limit = policy.max_body_bytes
             raise RequestTooLargeError(f"The request body is larger than {limit} bytes.")
-        head = decode_chat_head(body)
-        if len(head.messages) > policy.config.server.max_messages:
-            limit = policy.config.server.max_messages
-            raise InvalidRequestError(f"Too many messages (at most {limit}).", param="messages")
-        return head
+        context = DecodeContext(policy, caller, headers, self.door_services.get(door.api))
+        request = flight.request = await door.decode(body, context)
+        record.stream = request.stream
+        resolved = self._resolve(policy, caller, request, headers)
+        record.model = resolved.policy.name
+        if resolved.policy.params:
+            request.apply_params(resolved.policy.params)
+        model_cache = policy.config.models[resolved.policy.name].cache
+        flight.lookup = await request.look_up(
+            services.cache_flow, model_cache, caller.name, resolved.public,
+            headers.get("cache-control"),
+        )  # fmt: skip
+        record.cache = flight.lookup.result
+        self.metrics.child(self.metrics.cache_requests, record.cache).inc()
+        if flight.lookup.entry is not None:
+            return await self._serve_hit(flight, caller, resolved)
+        planning = Planning(policy, self.upstreams, services.dispatcher, record.request_id)
+        planned = plans(planning, resolved, request)
+        limiter = services.limiter
+        flight.admission = await limiter.admit(caller, resolved.policy.name, request.estimate)
+        if request.stream:
+            result = await self.exchange.stream(flight, planned)
+        else:
+            result = await self.exchange.complete(flight, planned)
+        result.headers["x-llm-proxy-cache"] = record.cache
+        return result
+
+    def _failed(self, flight: InFlight, exc: Exception) -> None:
+        """Record the failure; an error the client gets carries the cache, attempt, route and
+        limit headers."""
+        record = flight.record
+        if isinstance(exc, UpstreamRejectedError):  # the upstream's own words: may quote our key
+            redact = self.redactor
+            exc.message = redact(exc.message)
+            exc.param = redact(exc.param) if exc.param is not None else None
+            exc.code = redact(exc.code) if exc.code is not None else None
+        record.status = getattr(exc, "status", 500)
+        record.error = getattr(exc, "message", type(exc).__name__)
+        if isinstance(exc, ProxyError):
+            exc.headers["x-llm-proxy-cache"] = flight.lookup.result
+            exc.headers["x-llm-proxy-attempts"] = str(record.attempts)
+            if record.target is not None:
+                exc.headers["x-llm-proxy-route"] = route_header(record.target)
+            if flight.admission is not None:
+                exc.headers.update(flight.admission.headers)
+
+    async def _serve_hit(self, flight: InFlight, caller: Caller, resolved: ResolvedModel) -> Result:
+        """A cached answer: request limits count it (unless configured otherwise); tokens and
+        spend do not; its usage shows the original counts."""
+        entry, record, request = flight.lookup.entry, flight.record, flight.request
+        assert entry is not None and request is not None
+        record.route = entry.route
+        record.target = entry.target or entry.route
+        headers = {
+            "x-llm-proxy-cache": "hit",
+            "x-llm-proxy-route": route_header(record.target),
+            "x-llm-proxy-attempts": "0",
+        }
+        services = flight.services
+        if services.policy.config.cache.count_hits_in_request_limits:
+            limiter = services.limiter
+            admission = await limiter.admit(caller, resolved.policy.name, 0, cached=True)
+            await limiter.finish(admission, None, None, resolved.policy.name, 0, 0)
+            headers.update(admission.headers)
+        answer = flight.answer = request.from_cache(entry.body)
+        if not request.stream:
+            return Result(headers, body=answer)
+        return Result(headers, whole_stream=request.replay(answer))
 
     def _resolve(
-        self, policy: Policy, caller: Caller, head: ChatRequestHead, headers: Mapping[str, str]
+        self,
+        policy: Policy,
+        caller: Caller,
+        request: FrontRequest,
+        headers: Mapping[str, str],
     ) -> ResolvedModel:
         """The key's allow-list checks the name the client sent; then the first matching
         rule rewrites it once."""
-        if not caller.allows(head.model):
-            message = f"The key '{caller.name}' may not use the model `{head.model}`."
+        if not caller.allows(request.model):
+            message = f"The key '{caller.name}' may not use the model `{request.model}`."
             raise PermissionDeniedError(message)
         public = (
-            apply_rules(policy.rules, head, headers, caller.name) if policy.rules else head.model
+            apply_rules(policy.rules, request, headers, caller.name)
+            if policy.rules
+            else request.model
         )
         resolved = policy.resolve(public)
         if resolved is None:
             raise ModelNotFoundError(
-                f"The model `{head.model}` does not exist or you do not have access to it.",
+                f"The model `{request.model}` does not exist or you do not have access to it.",
                 param="model",
             )
         return resolved
@@ -340,3 +371,46 @@ class Gateway(UpstreamExchange, GatewayStatus, InProcessChat):
     def _route_changed(self, health: RouteHealth, event: str) -> None:
         if event in ("open", "close"):
             self.metrics.set_route_up(health.label, event == "close")
+
+    # -- what the gateway tells about itself, and the in-process API -------------------------
+
+    async def key_usage(self, authorization: str | None) -> dict[str, Any]:
+        return await self.status.key_usage(authorization)
+
+    def list_models(self, authorization: str | None) -> ModelList:
+        return self.status.list_models(authorization)
+
+    def get_model(self, authorization: str | None, model_id: str) -> Model:
+        return self.status.get_model(authorization, model_id)
+
+    @property
+    def ready(self) -> bool:
+        return self.started and not self.draining
+
+    async def health(self) -> dict[str, Any]:
+        return await self.status.health()
+
+    def stats(self) -> dict[str, list[dict[str, Any]]]:
+        return self.metrics.snapshot()
+
+    async def chat(
+        self,
+        model: str,
+        messages: str | list[dict[str, Any]],
+        *,
+        stream: bool = False,
+        api_key: str | None = None,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> ChatCompletion | AsyncIterator[ChatCompletionChunk]:
+        """Chat without HTTP. `messages` may be a string (one user message)."""
+        return await self.inprocess.chat(
+            model,
+            messages,
+            stream=stream,
+            api_key=api_key,
+            request_id=request_id,
+            headers=headers,
+            **params,
+        )

@@ -1,19 +1,21 @@
-"""The in-process API: `Gateway.chat` is the HTTP pipeline without HTTP, with typed
-results (a ChatCompletion, or an async iterator of ChatCompletionChunk). A mixin of
-`Gateway`, whose `handle_chat` it calls."""
+"""The in-process API: the HTTP pipeline without HTTP, with typed results. `Gateway.chat`
+answers a ChatCompletion, or an async iterator of ChatCompletionChunk."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from random import getrandbits as _random_bits
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from proxy.formats.chat import CHAT
 from proxy.wire import ChatCompletion, ChatCompletionChunk
 
 if TYPE_CHECKING:
-    from proxy.exchange import ChatResult
+    from proxy.exchange import Result
+    from proxy.formats.base import FrontDoor
+    from proxy.gateway import Gateway
 
 _encode = msgspec.json.Encoder().encode
 _completion_decoder = msgspec.json.Decoder(ChatCompletion)
@@ -24,8 +26,24 @@ def new_request_id() -> str:
     return f"req_{_random_bits(128):032x}"  # unique, not secret: no need for os.urandom
 
 
-class InProcessChat:
-    handle_chat: Callable[[bytes, str | None, str, Mapping[str, str]], Awaitable[ChatResult]]
+class InProcess:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    async def send(
+        self,
+        door: FrontDoor,
+        request: dict[str, Any],
+        api_key: str | None,
+        request_id: str | None,
+        headers: Mapping[str, str] | None,
+    ) -> Result:
+        """One request through the gateway's pipeline, as its HTTP front door would send it."""
+        authorization = f"Bearer {api_key}" if api_key else None
+        lowered = {k.lower(): v for k, v in (headers or {}).items()}
+        return await self.gateway.handle(
+            door, _encode(request), authorization, request_id or new_request_id(), lowered
+        )
 
     async def chat(
         self,
@@ -44,13 +62,9 @@ class InProcessChat:
         request: dict[str, Any] = {"model": model, "messages": messages, **params}
         if stream:
             request["stream"] = True
-        authorization = f"Bearer {api_key}" if api_key else None
-        lowered = {k.lower(): v for k, v in (headers or {}).items()}
-        result = await self.handle_chat(
-            _encode(request), authorization, request_id or new_request_id(), lowered
-        )
+        result = await self.send(CHAT, request, api_key, request_id, headers)
         if result.whole_stream is not None:
-            return _typed_chunks(_once(result.whole_stream))
+            return _typed_chunks(once(result.whole_stream))
         if result.stream is not None:
             return _typed_chunks(result.stream)
         assert result.body is not None
@@ -65,5 +79,5 @@ async def _typed_chunks(
             yield _chunk_decoder.decode(payload)
 
 
-async def _once(batch: list[bytes]) -> AsyncIterator[list[bytes]]:
+async def once(batch: list[bytes]) -> AsyncIterator[list[bytes]]:
     yield batch

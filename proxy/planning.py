@@ -1,22 +1,27 @@
 """The attempts a request may make: a plan per model (its routes in strategy order, made by
 the dispatcher), then one per fallback, each built only when reached; and the error when a
-model has no usable route at all."""
+model has no usable route at all.
+
+Only routes whose upstream can answer the request are planned (an embedding-only upstream
+never gets a chat request, nor a chat-only one an embeddings request); a request that names
+an upstream to continue on (`preferred_upstream`) tries that upstream's routes first.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from proxy.errors import UpstreamError, UpstreamNotConfiguredError
+from proxy.errors import UnsupportedEndpointError, UpstreamError, UpstreamNotConfiguredError
+from proxy.formats.base import FrontRequest
 from proxy.policy import Policy, ResolvedModel, Route
 from proxy.routing.dispatch import Attempt, Dispatcher, Plan
 from proxy.upstreams.base import UpstreamCall
 from proxy.upstreams.pool import UpstreamPool
-from proxy.wire import ChatRequestHead, upstream_body
 
 
 @dataclass(frozen=True, slots=True)
-class PlannedRequest:
+class Planning:
     """What planning needs besides the request itself."""
 
     policy: Policy
@@ -25,44 +30,49 @@ class PlannedRequest:
     request_id: str
 
 
-def plans(
-    request: PlannedRequest, resolved: ResolvedModel, head: ChatRequestHead, body: bytes
-) -> Iterator[Plan]:
+def plans(planning: Planning, resolved: ResolvedModel, request: FrontRequest) -> Iterator[Plan]:
     """A plan for the model, then one per fallback, each made only when reached."""
-    plan = _plan(request, resolved, head, body)
+    plan = _plan(planning, resolved, request)
     if not plan.attempts and not plan.parked:
-        raise _unusable(request.policy, resolved)
+        raise _unusable(planning.policy, resolved, request)
     yield plan
     for name in resolved.policy.fallbacks:
-        fallback = request.policy.resolve(name)
+        fallback = planning.policy.resolve(name)
         if fallback is not None:
-            yield _plan(request, fallback, head, body)
+            yield _plan(planning, fallback, request)
 
 
-def _plan(
-    request: PlannedRequest, resolved: ResolvedModel, head: ChatRequestHead, body: bytes
-) -> Plan:
-    request_id = request.request_id
+def _plan(planning: Planning, resolved: ResolvedModel, request: FrontRequest) -> Plan:
+    request_id = planning.request_id
 
     def make(route: Route) -> Attempt | None:
-        upstream = request.upstreams.get(route.upstream)
-        if upstream is None:
+        upstream = planning.upstreams.get(route.upstream)
+        if upstream is None or not request.serves(route.serves):
             return None
         model = resolved.upstream_model(route)
 
         def build() -> UpstreamCall:
-            prepared = upstream_body(body, head, model, route.drop_params)
-            return UpstreamCall(prepared, model, route.timeouts, request_id, route.drop_params)
+            return request.call(route, model, request_id)
 
         return Attempt(route, upstream, resolved, build)
 
-    return request.dispatcher.plan(resolved, make)
+    plan = planning.dispatcher.plan(resolved, make)
+    preferred = request.preferred_upstream
+    if preferred is not None:
+        plan.attempts.sort(key=lambda attempt: attempt.route.upstream != preferred)
+    return plan
 
 
-def _unusable(policy: Policy, resolved: ResolvedModel) -> Exception:
+def _unusable(policy: Policy, resolved: ResolvedModel, request: FrontRequest) -> Exception:
+    routes = resolved.policy.routes
+    if not any(request.serves(route.serves) for route in routes):
+        return UnsupportedEndpointError(
+            f"The model `{resolved.public}` cannot serve {request.api} requests.",
+            param="model",
+        )
     missing = {
         r.upstream: policy.unconfigured[r.upstream]
-        for r in resolved.policy.routes
+        for r in routes
         if r.upstream in policy.unconfigured
     }
     if missing:

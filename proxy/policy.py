@@ -16,6 +16,7 @@ from fnmatch import translate
 from proxy.config import (
     KeyConfig,
     ModelConfig,
+    ParamBounds,
     ProxyConfig,
     Timeouts,
     match_pattern,
@@ -24,8 +25,12 @@ from proxy.config import (
 from proxy.errors import AuthenticationError
 from proxy.loader import LoadedConfig
 from proxy.routing.rules import Rule, compile_rule, rule_headers
+from proxy.upstreams.registry import serves
 
+# Names resolved through a pattern are client text: their memo is bounded in entries and in
+# bytes, and a name that resolves to nothing is never kept.
 _RESOLVE_CACHE_SIZE = 4096
+_RESOLVE_CACHE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +38,11 @@ class Route:
     upstream: str
     model: str | None  # None: the part of the name a pattern matched
     weight: float
-    label: str  # "<upstream>/<configured model or pattern>", for metrics
+    label: str  # "<upstream>/<configured model or pattern>", for metrics and health
     timeouts: Timeouts
     drop_params: frozenset[str] = frozenset()
+    ident: str = ""  # "<public model>#<index>": this route of this model (its limits, price)
+    serves: frozenset[str] = frozenset({"chat"})  # wire formats its upstream takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +52,7 @@ class ModelPolicy:
     strategy: str
     is_pattern: bool
     fallbacks: tuple[str, ...] = ()
+    params: dict[str, ParamBounds] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,8 @@ class ResolvedModel:
     matched: str | None = None  # what a pattern's '*' matched
 
     def upstream_model(self, route: Route) -> str:
+        if route.model is not None and self.matched is not None and "*" in route.model:
+            return route.model.replace("*", self.matched, 1)  # "claude-*" keeps its prefix
         return route.model or self.matched or self.public
 
 
@@ -104,7 +114,8 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     rule_headers: frozenset[bytes] = frozenset()
     loaded_at: float = field(default_factory=time.time)
-    _resolved: dict[str, ResolvedModel | None] = field(default_factory=dict)
+    _resolved: dict[str, ResolvedModel] = field(default_factory=dict)
+    _resolved_bytes: int = 0
 
     @property
     def public_models(self) -> list[str]:
@@ -117,9 +128,17 @@ class Policy:
         except KeyError:
             pass
         resolved = self._resolve(name)
-        if len(self._resolved) >= _RESOLVE_CACHE_SIZE:
+        if resolved is None:
+            return None
+        size = len(name)
+        if (
+            len(self._resolved) >= _RESOLVE_CACHE_SIZE
+            or self._resolved_bytes + size > _RESOLVE_CACHE_BYTES
+        ):
             self._resolved.clear()
+            self._resolved_bytes = 0
         self._resolved[name] = resolved
+        self._resolved_bytes += size
         return resolved
 
     def _resolve(self, name: str) -> ResolvedModel | None:
@@ -188,7 +207,7 @@ def _pattern(name: str, policy: ModelPolicy) -> _Pattern:
 
 def _compile_model(name: str, model: ModelConfig, config: ProxyConfig) -> ModelPolicy:
     routes = []
-    for route in model.routes:
+    for index, route in enumerate(model.routes):
         base = config.upstreams[route.upstream].timeout
         override = model.timeout
         timeouts = base
@@ -201,8 +220,32 @@ def _compile_model(name: str, model: ModelConfig, config: ProxyConfig) -> ModelP
             )
         label = f"{route.upstream}/{route.model or name}"
         drop = frozenset(route.drop_params)
-        routes.append(Route(route.upstream, route.model, route.weight, label, timeouts, drop))
-    return ModelPolicy(name, tuple(routes), model.strategy, "*" in name, tuple(model.fallbacks))
+        formats = serves(config.upstreams[route.upstream])
+        routes.append(
+            Route(
+                route.upstream,
+                route.model,
+                route.weight,
+                label,
+                timeouts,
+                drop,
+                ident=route_ident(name, index),
+                serves=formats,
+            )
+        )
+    return ModelPolicy(
+        name,
+        tuple(routes),
+        model.strategy,
+        "*" in name,
+        tuple(model.fallbacks),
+        dict(model.params),
+    )
+
+
+def route_ident(model: str, index: int) -> str:
+    """The identity of one route of one model (route limits and prices belong to it)."""
+    return f"{model}#{index}"
 
 
 def _compile_key(key: KeyConfig) -> ClientKey:

@@ -1,43 +1,36 @@
 """What the gateway tells about itself and its policy: the models a key may use, a key's own
-usage, health (routes, breakers, storage, the policy's version) and stats. A mixin of
-`Gateway`, which owns the state it reads."""
+usage, health (routes, breakers, storage, the policy's version). A view over the gateway's
+live state (it changes on every reload), owned by the gateway."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from proxy.cache.cache import ResponseCache
 from proxy.errors import ModelNotFoundError
-from proxy.limits.limiter import Limiter
-from proxy.observability.metrics import Metrics
-from proxy.policy import Policy
-from proxy.routing.health import HealthBoard
 from proxy.wire import Model, ModelList
+
+if TYPE_CHECKING:
+    from proxy.gateway import Gateway
 
 
 class GatewayStatus:
-    _policy: Policy
-    board: HealthBoard
-    limiter: Limiter
-    cache: ResponseCache
-    metrics: Metrics
-    started: bool
-    draining: bool
-    last_reload: dict[str, Any] | None
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
 
     async def key_usage(self, authorization: str | None) -> dict[str, Any]:
         """The caller's own limits, their state and its budget."""
-        return await self.limiter.usage(self._policy.authenticate(authorization))
+        gateway = self.gateway
+        return await gateway.limiter.usage(gateway.policy.authenticate(authorization))
 
     def list_models(self, authorization: str | None) -> ModelList:
-        policy = self._policy
+        policy = self.gateway.policy
         caller = policy.authenticate(authorization)
         created = int(policy.loaded_at)
         names = [name for name in policy.public_models if caller.allows(name)]
         return ModelList([Model(id=name, created=created) for name in names])
 
     def get_model(self, authorization: str | None, model_id: str) -> Model:
-        policy = self._policy
+        policy = self.gateway.policy
         caller = policy.authenticate(authorization)
         if not caller.allows(model_id) or policy.resolve(model_id) is None:
             raise ModelNotFoundError(
@@ -46,14 +39,11 @@ class GatewayStatus:
             )
         return Model(id=model_id, created=int(policy.loaded_at))
 
-    @property
-    def ready(self) -> bool:
-        return self.started and not self.draining
-
     async def health(self) -> dict[str, Any]:
         """What /health shows: routes and their breakers, recent error rates, storage
         reachability, the policy version and the last reload."""
-        policy = self._policy
+        gateway = self.gateway
+        policy = gateway.policy
         upstreams: dict[str, dict[str, Any]] = {}
         for name, config in policy.config.upstreams.items():
             upstreams[name] = {"type": config.__struct_config__.tag, "configured": True}
@@ -62,7 +52,7 @@ class GatewayStatus:
         routes = {}
         for model in policy.models.values():
             for route in model.routes:
-                state = self.board[route.label]
+                state = gateway.board[route.label]
                 rate, calls = state.error_rate()
                 routes[route.label] = {
                     "upstream": route.upstream,
@@ -73,21 +63,18 @@ class GatewayStatus:
                     "calls_1m": calls,
                 }
         return {
-            "status": "draining" if self.draining else ("ok" if self.started else "starting"),
-            "ready": self.ready,
+            "status": "draining" if gateway.draining else ("ok" if gateway.started else "starting"),
+            "ready": gateway.ready,
             "policy": {
                 "version": policy.version,
                 "source": policy.source,
                 "loaded_at": policy.loaded_at,
-                "last_reload": self.last_reload,
+                "last_reload": gateway.last_reload,
             },
             "upstreams": upstreams,
             "routes": routes,
             "storage": {
-                "limits": await self.limiter.store.reachable(),
-                "cache": await self.cache.reachable(),
+                "limits": await gateway.limiter.store.reachable(),
+                "cache": await gateway.cache.reachable(),
             },
         }
-
-    def stats(self) -> dict[str, list[dict[str, Any]]]:
-        return self.metrics.snapshot()

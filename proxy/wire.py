@@ -26,9 +26,19 @@ class StreamOptions(msgspec.Struct):
     include_usage: bool | None = None
 
 
-# a model name: not empty, no control characters (it reaches response headers and upstream
-# URLs; lone surrogates never decode). \uNNNN escapes read the same in Python and ECMA regex.
-ModelName = Annotated[str, msgspec.Meta(min_length=1, pattern=r"^[^\u0000-\u001f\u007f-\u009f]+$")]
+# a model name: 1-256 characters, none of them a control character (it reaches response
+# headers, upstream URLs and logs; lone surrogates never decode). `(?![\s\S])` is the end of
+# the string in Python's and ECMA's regex alike (`$` would accept a trailing newline), and
+# \uNNNN escapes read the same in both.
+MAX_MODEL_NAME = 256
+ModelName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=MAX_MODEL_NAME,
+        pattern=r"^[^\u0000-\u001f\u007f-\u009f]+(?![\s\S])",
+    ),
+]
 
 
 class ChatRequestHead(msgspec.Struct):
@@ -195,20 +205,90 @@ def _describe(message: str) -> str:
     return f"Invalid request: {reason}" + (f" (at '{param}')" if param else "")
 
 
+_fields_decoder = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def top_level(body: bytes) -> dict[str, msgspec.Raw]:
+    """The body's top-level fields, values kept as the raw JSON the client wrote, so the body
+    sent upstream is spliced, not re-encoded. The whole body is checked first: a value no
+    JSON reader can hold (1e999, a 5000-digit integer, invalid UTF-8), even in a field the
+    proxy never reads, is the client's 400 here rather than a failure later. A top-level key
+    given twice is a 400: the proxy would act on one value while an upstream might read the
+    other."""
+    decode_body(body)
+    try:
+        fields = _fields_decoder.decode(body)
+    except msgspec.ValidationError:
+        raise InvalidRequestError("The request body must be a JSON object.") from None
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidRequestError(f"The request body is not valid JSON: {exc}") from None
+    duplicate = _duplicate_key(body, fields)
+    if duplicate is not None:
+        raise InvalidRequestError(
+            f"The request body gives the field '{duplicate}' more than once.", param=duplicate
+        )
+    return fields
+
+
+def _duplicate_key(body: bytes, fields: dict[str, msgspec.Raw]) -> str | None:
+    """Walk the top-level keys in order: each value must be the one the decoder kept for its
+    key (it keeps the last), and no key may come back."""
+    seen: set[str] = set()
+    position = body.index(b"{") + 1
+    for _ in range(len(fields) + 1):
+        position = _skip_space(body, position)
+        if body[position : position + 1] != b'"':
+            return None  # the closing brace: every key was seen once
+        end = _string_end(body, position)
+        raw_key = body[position : end + 1]
+        key = raw_key[1:-1].decode() if b"\\" not in raw_key else msgspec.json.decode(raw_key)
+        value = fields[key]
+        position = _skip_space(body, _skip_space(body, end + 1) + 1)  # past the colon
+        if key in seen or not body.startswith(value, position):
+            return str(key)
+        seen.add(key)
+        position = _skip_space(body, position + len(value)) + 1  # past the comma
+    return None
+
+
+def _skip_space(body: bytes, position: int) -> int:
+    while body[position : position + 1] in (b" ", b"\t", b"\n", b"\r"):
+        position += 1
+    return position
+
+
+def _string_end(body: bytes, start: int) -> int:
+    """The index of the quote that ends the JSON string opening at `start`."""
+    end = body.index(b'"', start + 1)
+    while body[end - 1] == 0x5C:  # a backslash: escaped unless the backslash is escaped itself
+        run = len(body[start + 1 : end]) - len(body[start + 1 : end].rstrip(b"\\"))
+        if run % 2 == 0:
+            break
+        end = body.index(b'"', end + 1)
+    return end
+
+
 def upstream_body(
-    body: bytes, head: ChatRequestHead, upstream_model: str, drop: frozenset[str] = frozenset()
+    fields: dict[str, msgspec.Raw],
+    head: ChatRequestHead,
+    upstream_model: str,
+    drop: frozenset[str] = frozenset(),
+    body: bytes | None = None,
 ) -> bytes:
     """The client's body with only `model` rewritten (usage asked for on streams, and the
-    fields the route is configured to drop removed)."""
+    fields the route is configured to drop removed); the other values pass as raw bytes."""
     wants_usage = bool(head.stream_options and head.stream_options.include_usage)
     add_usage = bool(head.stream) and not wants_usage
-    if head.model == upstream_model and not add_usage and not drop:
+    if body is not None and head.model == upstream_model and not add_usage and not drop:
         return body
-    data = decode_body(body)
-    data["model"] = upstream_model
+    out = dict(fields)
+    out["model"] = msgspec.Raw(_encode(upstream_model))
     for name in drop:
-        data.pop(name, None)
+        out.pop(name, None)
     if add_usage:
-        options = data.get("stream_options") or {}
-        data["stream_options"] = {**options, "include_usage": True}
-    return _encode(data)
+        options = out.get("stream_options")
+        current = _generic_decoder.decode(options) if options is not None else None
+        merged = {**current, "include_usage": True} if isinstance(current, dict) else {}
+        merged["include_usage"] = True
+        out["stream_options"] = msgspec.Raw(_encode(merged))
+    return _encode(out)

@@ -20,13 +20,21 @@ from proxy.errors import (
     ProxyError,
     RequestTooLargeError,
 )
+from proxy.formats.base import FrontDoor
+from proxy.formats.chat import CHAT
 
 
 def render(request: AnyRequest, error: ProxyError) -> Response[bytes]:
+    """The error in the envelope of the front door the request came in by (OpenAI's for
+    everything but Anthropic's Messages API)."""
+    door: FrontDoor = request.scope.get("state", {}).get("door") or CHAT
     headers = error.response_headers()
-    headers["x-request-id"] = request_id_of(request)
+    headers.update(door.id_headers(request_id_of(request)))
     return Response(
-        error.body(), status_code=error.status, media_type="application/json", headers=headers
+        door.error_body(error),
+        status_code=error.status,
+        media_type="application/json",
+        headers=headers,
     )
 
 
@@ -45,7 +53,7 @@ def unexpected_error(request: AnyRequest, exc: Exception) -> Response[bytes]:
     logger.opt(exception=exc).error(
         "unhandled error on {} {} request_id={}",
         request.method,
-        request.url.path,
+        request.url.path[:200],  # client text: bounded in the log
         request_id_of(request),
     )
     return render(request, InternalError("The proxy failed to handle the request."))

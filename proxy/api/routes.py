@@ -6,12 +6,16 @@ from typing import Any
 
 from litestar import Response, get, post
 from litestar.di import NamedDependency
+from litestar.exceptions import HTTPException
 from litestar.params import FromPath
 from litestar.response import Stream
 
 from proxy.api.openapi import openapi_document
 from proxy.api.request_id import AnyRequest, read_headers
-from proxy.api.sse import EVENT_STREAM, SSE_HEADERS, sse_body, sse_frames
+from proxy.api.sse import EVENT_STREAM, SSE_HEADERS
+from proxy.errors import InvalidRequestError, RequestTooLargeError
+from proxy.formats.base import FrontDoor
+from proxy.formats.chat import CHAT
 from proxy.gateway import Gateway
 from proxy.observability.process_stats import process_stats
 from proxy.wire import Model, ModelList
@@ -19,32 +23,54 @@ from proxy.wire import Model, ModelList
 CACHE_CONTROL = frozenset({b"cache-control"})
 
 
-@post("/v1/chat/completions", status_code=200)
-async def chat_completions(request: AnyRequest, gateway: NamedDependency[Gateway]) -> Response[Any]:
-    wanted = gateway.policy.rule_headers | CACHE_CONTROL
+async def serve(
+    door: FrontDoor,
+    request: AnyRequest,
+    gateway: Gateway,
+    authorization_header: bytes = b"authorization",
+) -> Response[Any]:
+    """One request through a front door: the key is checked before the body is read."""
+    request.scope.setdefault("state", {})["door"] = door
+    wanted = gateway.policy.rule_headers | CACHE_CONTROL | door.headers
     authorization, request_id, headers = read_headers(request, wanted)
-    body = await request.body()
-    result = await gateway.handle_chat(body, authorization, request_id, headers)
-    headers = {**result.headers, "x-request-id": request_id}
+
+    async def read_body() -> bytes:
+        try:
+            return await request.body()
+        except HTTPException as exc:
+            if exc.status_code == 413:
+                raise RequestTooLargeError("The request body is too large.") from None
+            raise InvalidRequestError(str(exc.detail)) from None
+
+    result = await gateway.serve(door, authorization, request_id, headers, read_body)
+    headers = {**result.headers, **door.id_headers(request_id)}
     if result.whole_stream is not None:
         headers.update(SSE_HEADERS)
-        return Response(sse_body(result.whole_stream), media_type=EVENT_STREAM, headers=headers)
+        body = door.whole_frames(result.whole_stream)
+        return Response(body, media_type=EVENT_STREAM, headers=headers)
     if result.stream is not None:
         headers.update(SSE_HEADERS)
-        return Stream(sse_frames(result.stream), media_type=EVENT_STREAM, headers=headers)
+        return Stream(door.frames(result.stream), media_type=EVENT_STREAM, headers=headers)
     return Response(result.body, media_type="application/json", headers=headers)
+
+
+@post("/v1/chat/completions", status_code=200)
+async def chat_completions(request: AnyRequest, gateway: NamedDependency[Gateway]) -> Response[Any]:
+    return await serve(CHAT, request, gateway)
 
 
 @get("/v1/models")
 async def list_models(request: AnyRequest, gateway: NamedDependency[Gateway]) -> ModelList:
-    return gateway.list_models(request.headers.get("authorization"))
+    authorization, _, _ = read_headers(request)
+    return gateway.list_models(authorization)
 
 
 @get("/v1/models/{model_id:path}")
 async def get_model(
     request: AnyRequest, gateway: NamedDependency[Gateway], model_id: FromPath[str]
 ) -> Model:
-    return gateway.get_model(request.headers.get("authorization"), model_id.lstrip("/"))
+    authorization, _, _ = read_headers(request)
+    return gateway.get_model(authorization, model_id.lstrip("/"))
 
 
 @get("/v1/proxy/keys/me")

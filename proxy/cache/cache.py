@@ -24,8 +24,9 @@ _BACKEND_ERRORS = (RedisError, OSError, TimeoutError)
 
 class Entry(msgspec.Struct, array_like=True):
     stored_at: float  # epoch seconds
-    body: bytes  # a chat.completion as the client received it
-    route: str
+    body: bytes  # the whole answer as the client received it (a chat.completion for chat)
+    route: str  # the route's label: <upstream>/<configured model or pattern>
+    target: str | None = None  # <upstream>/<model id> that answered (x-llm-proxy-route)
 
 
 _encode_entry = msgspec.msgpack.Encoder().encode
@@ -70,14 +71,18 @@ class ResponseCache:
             return None
         return entry
 
-    def fill(self, key: str, body: bytes, route: str, ttl: float) -> None:
+    def fill(
+        self, key: str, body: bytes, route: str, ttl: float, target: str | None = None
+    ) -> Entry | None:
         """Store an answer without delaying the response it belongs to."""
         if self.backend is None:
-            return
-        entry = _encode_entry(Entry(time.time(), body, route))
-        later = self.backend.put(key, entry, ttl)
+            return None
+        entry = Entry(time.time(), body, route, target)
+        encoded = _encode_entry(entry)
+        later = self.backend.put(key, encoded, ttl)
         if later is not None:
             self._spawn(self._guard(later, None))
+        return entry
 
     async def reachable(self) -> dict[str, Any]:
         if self.backend is None:

@@ -4,18 +4,14 @@ flight), and afterwards store the answer and release the followers."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-import msgspec
+from typing import TYPE_CHECKING
 
 from proxy.cache.cache import Entry, ResponseCache
 from proxy.cache.keys import CacheDecision, decide
-from proxy.cache.replay import StreamAssembler, cacheable
 from proxy.config import CacheConfig, ModelCacheConfig
-from proxy.wire import ChatRequestHead
 
-_decode = msgspec.json.Decoder().decode
-_encode = msgspec.json.Encoder().encode
+if TYPE_CHECKING:
+    from proxy.formats.base import FrontRequest
 
 
 @dataclass(slots=True)
@@ -40,15 +36,14 @@ class CacheFlow:
     async def lookup(
         self,
         model_cache: ModelCacheConfig | bool | None,
-        head: ChatRequestHead,
-        body: bytes,
+        request: FrontRequest,
         namespace: str,
         model: str,
         cache_control: str | None,
     ) -> Lookup:
         if not self.cache.enabled:
             return Lookup(None)
-        decision = decide(self.config, model_cache, head, body, namespace, model, cache_control)
+        decision = decide(self.config, model_cache, request, namespace, model, cache_control)
         lookup = Lookup(decision)
         if decision is None or not decision.read:
             return lookup
@@ -62,33 +57,13 @@ class CacheFlow:
             lookup.entry = await self.cache.follow(flight)
         return lookup
 
-    def store_completion(self, lookup: Lookup, body: bytes, route: str) -> None:
-        """A JSON answer: cached when every choice finished normally."""
+    def store(self, lookup: Lookup, answer: bytes | None, route: str, target: str) -> None:
+        """Keep a finished answer (None: nothing to keep) and release the followers."""
         if lookup.decision is None:
             return
         entry = None
-        if cacheable(_decode(body)):
-            self.cache.fill(lookup.decision.key, body, route, lookup.decision.ttl)
-            entry = Entry(0.0, body, route)
-        self.land(lookup, entry)
-
-    def store_stream(
-        self, lookup: Lookup, chunks: list[bytes], route: str, usage: dict[str, int]
-    ) -> None:
-        """A completed stream, assembled into one completion."""
-        if lookup.decision is None:
-            return
-        assembler = StreamAssembler()
-        for chunk in chunks:
-            assembler.add(_decode(chunk))
-        completion = assembler.completion()
-        entry = None
-        if completion is not None:
-            if not completion.get("usage"):
-                completion["usage"] = usage
-            body = _encode(completion)
-            self.cache.fill(lookup.decision.key, body, route, lookup.decision.ttl)
-            entry = Entry(0.0, body, route)
+        if answer is not None:
+            entry = self.cache.fill(lookup.decision.key, answer, route, lookup.decision.ttl, target)
         self.land(lookup, entry)
 
     def land(self, lookup: Lookup, entry: Entry | None) -> None:
@@ -96,12 +71,3 @@ class CacheFlow:
         if lookup.leader and not lookup.landed and lookup.decision is not None:
             lookup.landed = True
             self.cache.land(lookup.decision.key, entry)
-
-
-def usage_of(record: Any) -> dict[str, int]:
-    prompt, completion = record.prompt_tokens, record.completion_tokens
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }

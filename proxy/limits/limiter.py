@@ -16,7 +16,7 @@ from proxy.limits.headers import WindowState, rate_limit_headers
 from proxy.limits.scopes import Hold, Limits, OverBudget, Refused, Scope, compile_limits
 from proxy.limits.store import LimitStore
 from proxy.observability.metrics import Metrics
-from proxy.policy import Caller
+from proxy.policy import Caller, route_ident
 
 
 @dataclass(slots=True)
@@ -46,15 +46,17 @@ class Limiter:
         self.upstreams = {
             n: compile_limits("upstream", u.limits) for n, u in config.upstreams.items()
         }
+        # a route's limits and price belong to that route of that model (a quota shared by
+        # every model on one deployment is the upstream's `limits`)
         self.routes: dict[str, Limits | None] = {}
         self.prices: dict[str, PriceConfig] = dict(config.prices)
         self.route_prices: dict[str, PriceConfig] = {}
         for name, model in config.models.items():
-            for route in model.routes:
-                label = f"{route.upstream}/{route.model or name}"
-                self.routes[label] = compile_limits("route", route.limits)
+            for index, route in enumerate(model.routes):
+                ident = route_ident(name, index)
+                self.routes[ident] = compile_limits("route", route.limits)
                 if route.price is not None:
-                    self.route_prices[label] = route.price
+                    self.route_prices[ident] = route.price
 
     def key_limits(self, caller: Caller) -> Limits | None:
         return self.keys.get(caller.name, self.default)
@@ -93,21 +95,22 @@ class Limiter:
             admission.headers = rate_limit_headers(admission.holds[0].states)
         return admission
 
-    async def admit_route(self, admission: Admission, label: str, upstream: str) -> bool:
-        """The route's and its upstream's limits; False when either is full (skip it)."""
-        pairs = ((self.routes.get(label), label), (self.upstreams.get(upstream), upstream))
+    async def admit_route(self, admission: Admission, route: str, upstream: str) -> bool:
+        """The route's and its upstream's limits; False when either is full (skip it).
+        `route` is the route's identity (`route_ident`)."""
+        pairs = ((self.routes.get(route), route), (self.upstreams.get(upstream), upstream))
         scopes = [Scope(lim, ident) for lim, ident in pairs if lim is not None]
         if not scopes:
             return True
         try:
-            admission.route_holds[label] = await self.store.admit(scopes, admission.estimate)
+            admission.route_holds[route] = await self.store.admit(scopes, admission.estimate)
         except Refused as refused:
             self.metrics.child(self.metrics.rate_limited, refused.scope).inc()
             return False
         return True
 
-    async def release_route(self, admission: Admission, label: str) -> None:
-        for hold in admission.route_holds.pop(label, []):
+    async def release_route(self, admission: Admission, route: str) -> None:
+        for hold in admission.route_holds.pop(route, []):
             await self.store.release(hold)
 
     async def finish(
@@ -126,8 +129,8 @@ class Limiter:
         admission.finished = True
         served = admission.route_holds.get(route, []) if route else []
         ends = [(hold, True) for hold in admission.holds + served]
-        for label, holds in admission.route_holds.items():
-            ends += [(hold, False) for hold in holds if label != route]
+        for ident, holds in admission.route_holds.items():
+            ends += [(hold, False) for hold in holds if ident != route]
         price = self.route_prices.get(route or "") or self.prices.get(upstream_model or "")
         usd = cost_usd(price, prompt, completion)
         spend = None
@@ -143,8 +146,8 @@ class Limiter:
     async def release(self, admission: Admission) -> None:
         for hold in admission.holds:
             await self.store.release(hold)
-        for label in list(admission.route_holds):
-            await self.release_route(admission, label)
+        for ident in list(admission.route_holds):
+            await self.release_route(admission, ident)
 
     async def usage(self, caller: Caller) -> dict[str, Any]:
         """A key's limits, their current state, and its budget (GET /v1/proxy/keys/me)."""

@@ -1,4 +1,5 @@
-"""Prometheus metrics, one registry per gateway (no module state), names as in DESIGN.md."""
+"""Prometheus metrics, one registry per gateway (no module state); names and labels are listed
+in the README (Observability) and docs/semantics.md (metric labels)."""
 
 from __future__ import annotations
 
@@ -23,12 +24,15 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
-            "llm_proxy_requests", "Chat requests answered", ["model", "route", "status"], registry=r
+            "llm_proxy_requests",
+            "Requests answered",
+            ["model", "route", "status", "api"],
+            registry=r,
         )
         self.duration = Histogram(
             "llm_proxy_request_duration_seconds",
             "Time from request to the end of the answer",
-            ["model", "route"],
+            ["model", "route", "api"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -50,7 +54,7 @@ class Metrics:
         )
         self.inflight = Gauge(
             "llm_proxy_inflight_requests",
-            "Chat requests in progress",
+            "Requests in progress",
             registry=r,
             multiprocess_mode="livesum",
         )
@@ -97,9 +101,11 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def record(self, model: str, route: str, status: int, duration: float, overhead: float) -> None:
-        self.child(self.requests, model, route, str(status)).inc()
-        self.child(self.duration, model, route).observe(duration)
+    def record(
+        self, api: str, model: str, route: str, status: int, duration: float, overhead: float
+    ) -> None:
+        self.child(self.requests, model, route, str(status), api).inc()
+        self.child(self.duration, model, route, api).observe(duration)
         self.child(self.overhead, model).observe(overhead)
 
     def record_tokens(self, model: str, route: str, prompt: int, completion: int) -> None:

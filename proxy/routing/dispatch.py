@@ -1,4 +1,4 @@
-"""Retries, parking, failover and fallbacks (DESIGN.md, "Retries, parking, failover").
+"""Retries, parking, failover and fallbacks (docs/semantics.md, "Retries, parking, failover").
 
 For each target model (the resolved one, then its fallbacks) the routes are tried in
 strategy order. A transient failure retries the same route with full-jitter backoff; a
@@ -28,6 +28,7 @@ from proxy.errors import (
     UpstreamAuthError,
     UpstreamRejectedError,
     UpstreamTimeoutError,
+    reason_label,
 )
 from proxy.observability.metrics import Metrics
 from proxy.observability.tracing import Tracing
@@ -216,6 +217,7 @@ class Dispatcher:
 
     async def _try_route(self, attempt: Attempt, run: _Run[T]) -> tuple[T, Attempt] | _Outcome:
         label = attempt.route.label
+        attempt.call  # noqa: B018  built first: a request a route cannot take fails here, untouched
         if (
             self.claim_trial is not None
             and self.board[label].state() == "half-open"
@@ -233,16 +235,18 @@ class Dispatcher:
     async def _call_route(self, attempt: Attempt, run: _Run[T]) -> tuple[T, Attempt] | _Outcome:
         health = self.board[attempt.route.label]
         record, failures = run.record, run.failures
+        target = f"{attempt.route.upstream}/{attempt.call.model}"
         for number in range(self.retry.attempts):
             record.attempts += 1
             record.route = attempt.route.label
+            record.target = target
             record.model = attempt.model.policy.name
-            health.begin()
-            started = self.clock()
             if self.tracing is not None:
                 attempt.span = self.tracing.start(
                     attempt.route.upstream, attempt.call.model, record.request_id
                 )
+            health.begin()
+            started = self.clock()
             try:
                 result = await run.call(attempt)
             except ProxyError as exc:
@@ -256,6 +260,10 @@ class Dispatcher:
                     return _Outcome.FAILED
                 await self._wait(delay, record)
                 continue
+            except BaseException as exc:  # cancelled (the client left), or a bug of ours
+                health.released()
+                Tracing.fail(attempt.span, exc if isinstance(exc, Exception) else Exception())
+                raise
             record.upstream_seconds += self.clock() - started
             health.succeeded(self.clock() - started)
             return result, attempt
@@ -264,7 +272,7 @@ class Dispatcher:
     def _failed(self, attempt: Attempt, exc: ProxyError, failures: Failures) -> _Outcome | None:
         """Book a failed call; an outcome ends this route, None means it may be retried."""
         health = self.board[attempt.route.label]
-        reason = exc.cause or exc.code or exc.type
+        reason = reason_label(exc)
         self.metrics.child(self.metrics.upstream_errors, attempt.route.label, reason).inc()
         if isinstance(exc, InvalidRequestError):  # the client's request: no route likes it more
             health.released()

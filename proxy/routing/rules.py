@@ -6,30 +6,15 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fnmatch import translate
+from typing import TYPE_CHECKING
 
 from proxy.config import RuleConfig
-from proxy.wire import ChatRequestHead
 
-PER_MESSAGE_TOKENS = 4
-BYTES_PER_TOKEN = 4
-
-
-def estimate_prompt_tokens(head: ChatRequestHead) -> int:
-    """DESIGN's cheap estimate: UTF-8 bytes of message text / 4, + 4 per message."""
-    size = 0
-    for message in head.messages:
-        content = message.content
-        if isinstance(content, str):
-            size += len(content.encode())
-        elif content:
-            for part in content:
-                text = part.get("text")
-                if isinstance(text, str):
-                    size += len(text.encode())
-    return size // BYTES_PER_TOKEN + PER_MESSAGE_TOKENS * len(head.messages)
+if TYPE_CHECKING:
+    from proxy.formats.base import FrontRequest
 
 
-Check = Callable[[ChatRequestHead, Mapping[str, str], str, "_Tokens"], bool]
+Check = Callable[["FrontRequest", Mapping[str, str], str], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,20 +22,6 @@ class Rule:
     use: str
     matches: Check  # only the conditions the rule sets, cheapest first
     headers: tuple[tuple[str, str], ...] = ()
-
-
-class _Tokens:
-    """The prompt estimate, computed at most once per request and only if a rule asks."""
-
-    __slots__ = ("_count",)
-
-    def __init__(self) -> None:
-        self._count: int | None = None
-
-    def count(self, head: ChatRequestHead) -> int:
-        if self._count is None:
-            self._count = estimate_prompt_tokens(head)
-        return self._count
 
 
 def compile_rule(rule: RuleConfig) -> Rule:
@@ -66,49 +37,47 @@ def compile_rule(rule: RuleConfig) -> Rule:
     checks += [_header_is(name, value) for name, value in headers]
     if when.model is not None:
         model = re.compile(translate(when.model)).fullmatch
-        checks.append(lambda head, hdrs, key, tokens: model(head.model) is not None)
+        checks.append(lambda request, hdrs, key: model(request.model) is not None)
     if when.min_prompt_tokens is not None:
         least = when.min_prompt_tokens
-        checks.append(lambda head, hdrs, key, tokens: tokens.count(head) >= least)
+        checks.append(lambda request, hdrs, key: request.estimate >= least)
     return Rule(rule.use, _all_of(checks), headers)
 
 
 def _key_is(want: str) -> Check:
-    return lambda head, hdrs, key, tokens: key == want
+    return lambda request, hdrs, key: key == want
 
 
 def _stream_is(want: bool) -> Check:
-    return lambda head, hdrs, key, tokens: bool(head.stream) == want
+    return lambda request, hdrs, key: request.stream == want
 
 
 def _tools_is(want: bool) -> Check:
-    return lambda head, hdrs, key, tokens: bool(head.tools) == want
+    return lambda request, hdrs, key: request.tools == want
 
 
 def _header_is(name: str, value: str) -> Check:
-    return lambda head, hdrs, key, tokens: hdrs.get(name) == value
+    return lambda request, hdrs, key: hdrs.get(name) == value
 
 
 def _all_of(checks: list[Check]) -> Check:
     if not checks:
-        return lambda head, hdrs, key, tokens: True
+        return lambda request, hdrs, key: True
     if len(checks) == 1:
         return checks[0]
     first, rest = checks[0], _all_of(checks[1:])
-    return lambda head, hdrs, key, tokens: (
-        first(head, hdrs, key, tokens) and rest(head, hdrs, key, tokens)
-    )
+    return lambda request, hdrs, key: first(request, hdrs, key) and rest(request, hdrs, key)
 
 
 def apply_rules(
-    rules: tuple[Rule, ...], head: ChatRequestHead, headers: Mapping[str, str], key: str
+    rules: tuple[Rule, ...], request: FrontRequest, headers: Mapping[str, str], key: str
 ) -> str:
-    """The public model the request goes to: the first matching rule's, else the client's."""
-    tokens = _Tokens()
+    """The public model the request goes to: the first matching rule's, else the client's.
+    The prompt estimate is computed only if a rule asks for it."""
     for rule in rules:
-        if rule.matches(head, headers, key, tokens):
+        if rule.matches(request, headers, key):
             return rule.use
-    return head.model
+    return request.model
 
 
 def rule_headers(rules: tuple[Rule, ...]) -> frozenset[bytes]:

@@ -1,6 +1,9 @@
 """OpenAI and every OpenAI-compatible server (vLLM, TGI's /v1, the HF router...).
 
 The request body passes through as the gateway prepared it; replies are relayed as bytes.
+Chat bodies go to /chat/completions, embeddings to /embeddings, and with `responses: native`
+Responses API bodies to /responses (their streams end when the server closes them, with or
+without a [DONE]).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from proxy.upstreams.http import (
 
 
 class OpenAIUpstream:
-    native_apis: frozenset[str] = frozenset()
     generates = True
 
     def __init__(
@@ -35,7 +37,15 @@ class OpenAIUpstream:
         self.name = name
         self.config = config
         self._session = session or new_session(config.max_connections)
-        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        base = config.base_url.rstrip("/")
+        self._urls = {
+            "chat": f"{base}/chat/completions",
+            "responses": f"{base}/responses",
+            "embeddings": f"{base}/embeddings",
+        }
+        self.native_apis = frozenset(
+            {"embeddings", "responses"} if config.responses == "native" else {"embeddings"}
+        )
         self._headers = {"Content-Type": "application/json", **config.headers}
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
@@ -83,11 +93,14 @@ class OpenAIUpstream:
         if call.request_id:
             headers = {**headers, "X-Request-Id": call.request_id}
         return self._session.post(
-            self._url, data=call.body, headers=headers, timeout=client_timeout(call.timeouts)
+            self._urls[call.api],
+            data=call.body,
+            headers=headers,
+            timeout=client_timeout(call.timeouts),
         )
 
     async def embed(self, call: UpstreamCall) -> bytes:
-        raise UpstreamError(f"The upstream '{self.name}' cannot embed.")
+        return await self.complete(call)
 
     async def close(self) -> None:
         await self._session.close()

@@ -17,7 +17,6 @@ from .conftest import USER_MESSAGES, assert_openai_error
 MODEL = "limited-model"
 
 
-
 def limits_policy(base_url: str) -> dict[str, Any]:
     return {
         "server": {"drain_timeout": 1},
@@ -31,7 +30,6 @@ def limits_policy(base_url: str) -> dict[str, Any]:
         ],
         # $1 per token: the first answer (12 tokens) spends the whole budget
         "prices": {"lim-up": {"input": 1_000_000, "output": 1_000_000}},
-
     }
 
 

@@ -80,9 +80,7 @@ def test_counts_tokens_cache_results_and_429s_after_known_traffic(
     assert "sk-up-9876" not in text
 
 
-def test_several_workers_add_up(
-    start_proxy: Any, fake_openai: FakeOpenAI, tmp_path: Path
-) -> None:
+def test_several_workers_add_up(start_proxy: Any, fake_openai: FakeOpenAI, tmp_path: Path) -> None:
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     proxy = start_proxy(

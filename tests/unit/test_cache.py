@@ -1,4 +1,4 @@
-"""The response cache's parts (issue 7; DESIGN.md, "Cache key"): the key, the decision
+"""The response cache's parts (docs/semantics.md, "Cache key"): the key, the decision
 (deterministic_only, per-model overrides, Cache-Control), the backends (memory LRU, disk),
 the cache service (max-age, failing backends, single flight), stream assembly and replay,
 and the environment overrides. No network except the fake upstream on loopback."""
@@ -23,9 +23,10 @@ from proxy.cache.cache import Entry, ResponseCache
 from proxy.cache.keys import IGNORED_FIELDS, CacheDecision, cache_key, decide
 from proxy.cache.replay import PIECE, StreamAssembler, cacheable, replay
 from proxy.config import CacheConfig, ModelCacheConfig
+from proxy.formats.chat import ChatRequest
 from proxy.loader import load_dict
 from proxy.observability.metrics import Metrics
-from proxy.wire import ChatCompletion, decode_chat_head
+from proxy.wire import ChatCompletion, decode_chat_head, top_level
 
 MODEL = "gpt-4o-mini"
 BASE: dict[str, Any] = {
@@ -162,8 +163,7 @@ def plan(
     return decide(
         config or CacheConfig(backend="memory", ttl=600),
         model_cache,
-        decode_chat_head(raw),
-        raw,
+        ChatRequest(raw, top_level(raw), decode_chat_head(raw)),
         namespace,
         MODEL,
         cache_control,
@@ -783,7 +783,7 @@ def test_refusals_are_assembled() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Environment overrides (proxy.reference.yaml; DESIGN.md, "Configuration precedence")
+# Environment overrides (proxy.reference.yaml; docs/semantics.md, "Configuration precedence")
 
 POLICY: dict[str, Any] = {
     "upstreams": {"u": {"type": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "k"}},

@@ -75,9 +75,7 @@ async def test_stream_yields_typed_chunks_and_usage_is_counted(
     text = "".join(c.choices[0].delta.content or "" for c in received if c.choices)
     assert text == "one two three"
     assert all(c.usage is None for c in received)  # the proxy asked for usage, then removed it
-    tokens = {
-        s["labels"]["kind"]: s["value"] for s in gateway.stats()["llm_proxy_tokens_total"]
-    }
+    tokens = {s["labels"]["kind"]: s["value"] for s in gateway.stats()["llm_proxy_tokens_total"]}
     assert tokens["completion"] > 0 and tokens["prompt"] > 0
 
 
@@ -131,11 +129,13 @@ async def test_health_and_stats_report_state(gateway: Gateway) -> None:
     health = await gateway.health()
     assert health["ready"] is True
     assert health["upstreams"]["missing"] == {
-        "type": "openai", "configured": False, "missing_env": "LLM_PROXY_TEST_UNSET_KEY",
+        "type": "openai",
+        "configured": False,
+        "missing_env": "LLM_PROXY_TEST_UNSET_KEY",
     }
     requests = gateway.stats()["llm_proxy_requests_total"]
-    assert {"labels": {"model": "chat", "route": "primary/upstream-model-id", "status": "200"},
-            "value": 1.0} in requests
+    labels = {"model": "chat", "route": "primary/upstream-model-id", "status": "200", "api": "chat"}
+    assert {"labels": labels, "value": 1.0} in requests
 
 
 async def test_a_cached_answer_streams_as_typed_chunks(fake_openai: FakeOpenAI) -> None:

@@ -97,7 +97,7 @@ def test_every_problem_is_listed_with_key_path_and_line() -> None:
     found = problems_of(BAD)
     assert "2: server.port: 'eighty' is not of type 'integer'" in found
     assert any(f.startswith("3: server.colour: unknown key 'colour'") for f in found)
-    kinds = "(known: openai, huggingface, local)"
+    kinds = "(known: openai, anthropic, huggingface, local)"
     assert f"6: upstreams.hf.type: unknown upstream type 'huggingfaec' {kinds}" in found
     unknown = "10: models.gpt-4o.routes[0].upstream: unknown upstream 'opnai' (known: openai, hf)"
     assert unknown in found
@@ -121,7 +121,7 @@ def test_upstream_kinds_are_checked_by_their_own_schema() -> None:
     assert found == [
         "2: upstreams.a: a local upstream takes exactly one of 'url' or 'spawn'",
         "3: upstreams.b.base_url: api 'tgi' needs the TGI server's base_url",
-        "4: upstreams.c.api: 'chatty' is not one of ['chat', 'text-generation', 'tgi']",
+        "4: upstreams.c.api: 'chatty' is not one of ['chat', 'tei', 'text-generation', 'tgi']",
         "5: upstreams.d: a local upstream takes exactly one of 'url' or 'spawn'",
         "5: upstreams.d.spawn: 'model' is required",
         "5: upstreams.d.spawn.device: 'tpu' is not one of ['auto', 'cpu', 'cuda']",
@@ -163,7 +163,7 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_default_policy_file_is_valid_without_any_key() -> None:
     loaded = load_file(ROOT / "proxy.yaml", env={})
-    assert loaded.unconfigured == {"openai": "OPENAI_API_KEY"}
+    assert loaded.unconfigured == {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
     assert "openai/*" in loaded.config.models
 
 

@@ -22,8 +22,10 @@ MSG = b'[{"role":"user","content":"hi"}]'
         (b'{"model":"m","messages":[{"role":"robot"}]}', "messages[0].role"),
         (b'{"model":"m","messages":' + MSG + b',"n":0}', "n"),
         (b'{"model":"m","messages":' + MSG + b',"stream":"yes"}', "stream"),
-        (b'{"model":"m","messages":' + MSG + b',"stream_options":{"include_usage":true}}',
-         "stream_options"),
+        (
+            b'{"model":"m","messages":' + MSG + b',"stream_options":{"include_usage":true}}',
+            "stream_options",
+        ),
     ],
 )
 def test_bad_requests_name_the_field(body: bytes, param: str) -> None:

@@ -1,14 +1,15 @@
-"""Replies rewritten for the client: public model name, usage, malformed replies."""
+"""The chat door: bodies sent upstream, replies rewritten for the client (public model name,
+usage, malformed replies), stream chunks."""
 
 from __future__ import annotations
 
 import msgspec
 import pytest
 
-from proxy.errors import UpstreamError
-from proxy.relay import rewrite_completion
+from proxy.errors import InvalidRequestError, UpstreamError
+from proxy.formats.chat import ChunkRewriter, rewrite_completion
 from proxy.upstreams.http import error_from_status, retry_after
-from proxy.wire import decode_chat_head, upstream_body
+from proxy.wire import decode_chat_head, top_level, upstream_body
 
 
 def test_completion_gets_the_public_model_and_keeps_everything_else() -> None:
@@ -30,7 +31,38 @@ def test_malformed_reply_is_an_upstream_error(reply: bytes) -> None:
 
 def test_body_passes_through_untouched_when_model_is_the_same() -> None:
     body = b'{"model":"m", "messages":[{"role":"user","content":"x"}], "x_future": 1.5e300}'
-    assert upstream_body(body, decode_chat_head(body), "m") is body
+    assert upstream_body(top_level(body), decode_chat_head(body), "m", body=body) is body
+
+
+def test_values_the_proxy_does_not_read_pass_as_written() -> None:
+    body = b'{"model":"m","messages":[{"role":"user","content":"x"}],"x":1.5E2,"y":[1, 2]}'
+    sent = upstream_body(top_level(body), decode_chat_head(body), "up", body=body)
+    assert sent == b'{"model":"up","messages":[{"role":"user","content":"x"}],"x":1.5E2,"y":[1, 2]}'
+
+
+@pytest.mark.parametrize("value", [b"1e999", b"-1e999", b"9" * 5000, b'"\xff"'])
+def test_values_no_reader_can_hold_are_the_client_s_400_even_where_unread(value: bytes) -> None:
+    with pytest.raises(InvalidRequestError):
+        top_level(b'{"model":"m","x_unread":' + value + b"}")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"model":"a","messages":[],"model":"b"}',
+        b'{"model":"a", "m\\u006fdel":"a","messages":[]}',
+        b'{ "model" : "a" , "messages" : [] , "model" : "a" }',
+    ],
+)
+def test_a_top_level_key_given_twice_is_refused(body: bytes) -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        top_level(body)
+    assert caught.value.param == "model"
+
+
+def test_keys_repeated_below_the_top_level_are_the_client_s_business() -> None:
+    body = b'{"model":"a","metadata":{"k":1,"k":2},"x\\\\":"}"}'
+    assert list(top_level(body)) == ["model", "metadata", "x\\"]
 
 
 def test_body_rewrites_only_model_and_asks_for_stream_usage() -> None:
@@ -38,7 +70,7 @@ def test_body_rewrites_only_model_and_asks_for_stream_usage() -> None:
         b'{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true,'
         b'"x_future":{"a":[1,2]}}'
     )
-    data = msgspec.json.decode(upstream_body(body, decode_chat_head(body), "up-model"))
+    data = msgspec.json.decode(upstream_body(top_level(body), decode_chat_head(body), "up-model"))
     assert data["model"] == "up-model"
     assert data["stream_options"] == {"include_usage": True}
     assert data["x_future"] == {"a": [1, 2]}
@@ -72,25 +104,21 @@ def test_retry_after_prefers_milliseconds() -> None:
     assert retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0
 
 
-def _rewriter(client_wants_usage: bool = False) -> object:
+def _rewriter(client_wants_usage: bool = False) -> ChunkRewriter:
     from proxy.accounting import RequestRecord
-    from proxy.config import LoggingConfig
-    from proxy.observability.access_log import AccessLog
-    from proxy.observability.logging import Redactor
     from proxy.observability.metrics import Metrics
-    from proxy.relay import StreamContext, _ChunkRewriter
+    from proxy.relay import OpenStreams, StreamContext
 
-    ctx = StreamContext(
+    context = StreamContext(
         public_model="public/model",
         upstream="up",
-        client_wants_usage=client_wants_usage,
-        choices=1,
         max_seconds=60,
         record=RequestRecord("r", 0.0),
         metrics=Metrics(),
-        access_log=AccessLog(LoggingConfig(), Redactor()),
+        open_streams=OpenStreams(),
+        on_end=lambda _: None,
     )
-    return _ChunkRewriter(ctx)
+    return ChunkRewriter(context, client_wants_usage, choices=1)
 
 
 @pytest.mark.parametrize(
@@ -105,7 +133,8 @@ def _rewriter(client_wants_usage: bool = False) -> object:
 )
 def test_chunk_model_is_replaced_and_nothing_else(chunk: bytes) -> None:
     rewrite = _rewriter()
-    out = rewrite(chunk)  # type: ignore[operator]
+    out = rewrite(chunk)
+    assert out is not None
     original, rewritten = msgspec.json.decode(chunk), msgspec.json.decode(out)
     assert rewritten.pop("model") == "public/model"
     original.pop("model")
@@ -117,14 +146,14 @@ def test_finish_reasons_and_usage_are_noted_and_usage_chunk_dropped_unless_asked
     usage = b'{"id":"c","model":"m","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7}}'
     quiet, asked = _rewriter(), _rewriter(client_wants_usage=True)
     for rewrite in (quiet, asked):
-        rewrite(finish)  # type: ignore[operator]
-        assert rewrite.complete  # type: ignore[attr-defined]
-    assert quiet(usage) is None  # type: ignore[operator]
-    assert msgspec.json.decode(asked(usage))["usage"]["completion_tokens"] == 7  # type: ignore[operator]
-    assert quiet.ctx.record.completion_tokens == 7  # type: ignore[attr-defined]
+        rewrite(finish)
+        assert rewrite.complete
+    assert quiet(usage) is None
+    assert msgspec.json.decode(asked(usage) or b"")["usage"]["completion_tokens"] == 7
+    assert quiet.context.record.completion_tokens == 7
 
 
 @pytest.mark.parametrize("chunk", [b"not json", b'{"error":{"message":"boom"}}'])
 def test_bad_or_error_chunks_raise(chunk: bytes) -> None:
     with pytest.raises(UpstreamError):
-        _rewriter()(chunk)  # type: ignore[operator]
+        _rewriter()(chunk)

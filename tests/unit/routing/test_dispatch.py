@@ -60,9 +60,7 @@ def transient(status: int = 500) -> UpstreamError:
     return UpstreamError("boom", cause=str(status))
 
 
-def setup(
-    clock: Clock, **retry: Any
-) -> tuple[Dispatcher, HealthBoard, Callable[..., Plan]]:
+def setup(clock: Clock, **retry: Any) -> tuple[Dispatcher, HealthBoard, Callable[..., Plan]]:
     settings = {"attempts": 3, "initial_delay": 1.0, "max_delay": 8.0, "deadline": 60, **retry}
     board = HealthBoard(BreakerConfig(failures=100), clock)
     dispatcher = Dispatcher(

@@ -6,13 +6,16 @@ import msgspec
 import pytest
 
 from proxy.config import RuleConfig, RuleMatch
-from proxy.routing.rules import apply_rules, compile_rule, estimate_prompt_tokens, rule_headers
-from proxy.wire import decode_chat_head
+from proxy.formats.chat import ChatRequest, estimate_prompt_tokens
+from proxy.routing.rules import apply_rules, compile_rule, rule_headers
+from proxy.wire import decode_chat_head, top_level
 
 
-def head(**extra: object) -> object:
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], **extra}
-    return decode_chat_head(msgspec.json.encode(body))
+def head(**extra: object) -> ChatRequest:
+    body = msgspec.json.encode(
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], **extra}
+    )
+    return ChatRequest(body, top_level(body), decode_chat_head(body))
 
 
 def rules(*pairs: tuple[dict[str, object], str]) -> tuple[object, ...]:
@@ -63,7 +66,8 @@ def test_prompt_estimate_counts_utf8_bytes_and_parts() -> None:
             {"role": "user", "content": [{"type": "text", "text": "abcdefgh"}, {"type": "x"}]},
         ]
     )
-    assert estimate_prompt_tokens(body) == (20 + 8) // 4 + 2 * 4  # type: ignore[arg-type]
+    assert estimate_prompt_tokens(body.head) == (20 + 8) // 4 + 2 * 4
+    assert body.estimate == estimate_prompt_tokens(body.head)
 
 
 def test_rule_headers_are_lower_case_bytes() -> None:
