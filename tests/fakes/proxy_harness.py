@@ -29,6 +29,7 @@ MISSING_ENV_VAR = "LLM_PROXY_TEST_MISSING_KEY"  # never set: makes `unconfigured
 # change what the tests see.
 PROXY_ENV_OVERRIDES = (
     "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
     "HUGGINGFACE_API_KEY",
     "LLM_PROXY_CONFIG",
     "LOG_LEVEL",
