@@ -18,7 +18,12 @@ from proxy.config import ProxyConfig
 if TYPE_CHECKING:
     from proxy.accounting import RequestRecord
 
-PROVIDERS = {"openai": "openai", "huggingface": "huggingface", "local": "transformers"}
+PROVIDERS = {
+    "openai": "openai",
+    "anthropic": "anthropic",
+    "huggingface": "huggingface",
+    "local": "transformers",
+}
 
 
 def configure_exporter() -> None:
@@ -55,15 +60,16 @@ class Tracing:
             provider = PROVIDERS.get(str(upstream.__struct_config__.tag), "unknown")
             self.upstreams[name] = (provider, parts.hostname, parts.port)
 
-    def start(self, upstream: str, model: str, request_id: str) -> Any:
-        """A client span for one upstream call, or None when tracing is off."""
+    def start(self, upstream: str, model: str, request_id: str, operation: str = "chat") -> Any:
+        """A client span for one upstream call, or None when tracing is off. `operation` is
+        the GenAI operation: "chat" for every generating call, "embeddings"."""
         if self.tracer is None:
             return None
         from opentelemetry.trace import SpanKind
 
         provider, host, port = self.upstreams.get(upstream, ("unknown", None, None))
         attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat",
+            "gen_ai.operation.name": operation,
             "gen_ai.provider.name": provider,
             "gen_ai.request.model": model,
             "llm_proxy.upstream": upstream,
@@ -73,7 +79,9 @@ class Tracing:
             attributes["server.address"] = host
         if port:
             attributes["server.port"] = port
-        return self.tracer.start_span(f"chat {model}", kind=SpanKind.CLIENT, attributes=attributes)
+        return self.tracer.start_span(
+            f"{operation} {model}", kind=SpanKind.CLIENT, attributes=attributes
+        )
 
     @staticmethod
     def fail(span: Any, error: Exception) -> None:

@@ -242,8 +242,10 @@ class Dispatcher:
             record.target = target
             record.model = attempt.model.policy.name
             if self.tracing is not None:
+                call = attempt.call
+                operation = "embeddings" if call.api == "embeddings" else "chat"
                 attempt.span = self.tracing.start(
-                    attempt.route.upstream, attempt.call.model, record.request_id
+                    attempt.route.upstream, call.model, record.request_id, operation
                 )
             health.begin()
             started = self.clock()
