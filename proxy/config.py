@@ -21,6 +21,10 @@ Duration = Seconds | DurationText  # seconds, or "90s", "15m", "12h", "30d", "2w
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-fA-F]{64}$")]
 NonEmpty = Annotated[str, Meta(min_length=1)]
+IsoTime = Annotated[
+    str,
+    Meta(pattern=r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?$"),
+]
 
 
 class Section(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
@@ -230,6 +234,8 @@ class KeyConfig(Section, frozen=True):
     models: list[str] = msgspec.field(default_factory=lambda: ["*"])
     limits: LimitSpec | None = None  # else limits.default
     budget: BudgetConfig | None = None
+    expires_at: IsoTime | None = None  # refused from then on (UTC unless the time says)
+    metadata: dict[str, str] = {}  # free-form labels (team, owner...), shown to operators
 
 
 class LoggingConfig(Section, frozen=True):

@@ -32,6 +32,7 @@ from proxy.exchange import Result, UpstreamExchange, route_header
 from proxy.formats.base import DecodeContext, FrontDoor, FrontRequest
 from proxy.formats.chat import CHAT
 from proxy.inprocess import InProcess
+from proxy.keys import Caller, ClientKey
 from proxy.limits.limiter import Limiter
 from proxy.loader import LoadedConfig, load_dict, load_file
 from proxy.observability.access_log import AccessLog
@@ -39,7 +40,7 @@ from proxy.observability.logging import Redactor
 from proxy.observability.metrics import Metrics
 from proxy.observability.tracing import Tracing
 from proxy.planning import Planning, plans
-from proxy.policy import Caller, Policy, ResolvedModel, compile_policy
+from proxy.policy import Policy, ResolvedModel, compile_policy
 from proxy.relay import OpenStreams
 from proxy.routing.dispatch import Dispatcher
 from proxy.routing.health import HealthBoard, RouteHealth
@@ -89,6 +90,8 @@ class Gateway:
         self.status = GatewayStatus(self)
         self.inprocess = InProcess(self)
         self.door_services: dict[str, Any] = {}  # what a front door needs to decode (by api)
+        # keys made at run time (the operators' store keeps it current), by sha256 digest
+        self.runtime_keys: dict[bytes, ClientKey] = {}
         self.started = False
         self.draining = False
         self.last_reload: dict[str, Any] | None = None
@@ -209,7 +212,7 @@ class Gateway:
     # -- the pipeline ---------------------------------------------------------------------
 
     def authenticate(self, authorization: str | None) -> Caller:
-        return self.policy.authenticate(authorization)
+        return self.policy.authenticate(authorization, self.runtime_keys)
 
     async def serve(
         self,
@@ -266,7 +269,7 @@ class Gateway:
     ) -> Result:
         record, services = flight.record, flight.services
         policy = services.policy
-        caller = policy.authenticate(authorization)
+        caller = policy.authenticate(authorization, self.runtime_keys)
         record.caller = caller.name
         body = await read_body()
         if services.access_log.log_bodies:

@@ -7,14 +7,11 @@ a single reference.
 from __future__ import annotations
 
 import hashlib
-import hmac
-import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from fnmatch import translate
 
 from proxy.config import (
-    KeyConfig,
     ModelConfig,
     ParamBounds,
     ProxyConfig,
@@ -22,7 +19,7 @@ from proxy.config import (
     match_pattern,
     parse_size,
 )
-from proxy.errors import AuthenticationError
+from proxy.keys import NO_KEYS, Caller, ClientKey, authenticate, key_from_config
 from proxy.loader import LoadedConfig
 from proxy.routing.rules import Rule, compile_rule, rule_headers
 from proxy.upstreams.registry import serves
@@ -65,28 +62,6 @@ class ResolvedModel:
         if route.model is not None and self.matched is not None and "*" in route.model:
             return route.model.replace("*", self.matched, 1)  # "claude-*" keeps its prefix
         return route.model or self.matched or self.public
-
-
-@dataclass(frozen=True, slots=True)
-class ClientKey:
-    name: str
-    digest: bytes
-    allowed: re.Pattern[str] | None  # None: every model
-
-    def allows(self, model: str) -> bool:
-        return self.allowed is None or self.allowed.fullmatch(model) is not None
-
-
-@dataclass(frozen=True, slots=True)
-class Caller:
-    name: str
-    key: ClientKey | None = None
-
-    def allows(self, model: str) -> bool:
-        return self.key is None or self.key.allows(model)
-
-
-ANONYMOUS = Caller("anonymous")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,27 +126,11 @@ class Policy:
                 return ResolvedModel(name, pattern.policy, matched)
         return None
 
-    def authenticate(self, authorization: str | None) -> Caller:
-        """Map the Authorization header to a caller; 401 when keys exist and it fails."""
-        if not self.keys:
-            return ANONYMOUS
-        token = _bearer_token(authorization)
-        if not token:
-            raise AuthenticationError(
-                "You didn't provide an API key. Pass it as 'Authorization: Bearer <key>'."
-            )
-        digest = hashlib.sha256(token.encode()).digest()
-        key = self.keys.get(digest)
-        if key is None or not hmac.compare_digest(key.digest, digest):
-            raise AuthenticationError("Incorrect API key provided.")
-        return Caller(key.name, key)
-
-
-def _bearer_token(authorization: str | None) -> str:
-    if not authorization:
-        return ""
-    scheme, _, token = authorization.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+    def authenticate(
+        self, authorization: str | None, runtime: Mapping[bytes, ClientKey] = NO_KEYS
+    ) -> Caller:
+        """The caller: the policy's keys, then the keys made at run time."""
+        return authenticate(authorization, self.keys, runtime)
 
 
 def compile_policy(loaded: LoadedConfig) -> Policy:
@@ -182,7 +141,7 @@ def compile_policy(loaded: LoadedConfig) -> Policy:
         key=lambda p: (len(p.prefix), len(p.suffix)),
         reverse=True,
     )
-    keys = {key.digest: key for key in map(_compile_key, config.keys)}
+    keys = {key.digest: key for key in map(key_from_config, config.keys)}
     rules = tuple(map(compile_rule, config.rules))
     return Policy(
         config=config,
@@ -246,14 +205,3 @@ def _compile_model(name: str, model: ModelConfig, config: ProxyConfig) -> ModelP
 def route_ident(model: str, index: int) -> str:
     """The identity of one route of one model (route limits and prices belong to it)."""
     return f"{model}#{index}"
-
-
-def _compile_key(key: KeyConfig) -> ClientKey:
-    if key.sha256 is not None:
-        digest = bytes.fromhex(key.sha256)
-    else:
-        digest = hashlib.sha256((key.key or "").encode()).digest()
-    allowed = None
-    if "*" not in key.models:
-        allowed = re.compile("|".join(f"(?:{translate(glob)})" for glob in key.models) or "(?!)")
-    return ClientKey(key.name, digest, allowed)

@@ -20,18 +20,18 @@ class GatewayStatus:
     async def key_usage(self, authorization: str | None) -> dict[str, Any]:
         """The caller's own limits, their state and its budget."""
         gateway = self.gateway
-        return await gateway.limiter.usage(gateway.policy.authenticate(authorization))
+        return await gateway.limiter.usage(gateway.authenticate(authorization))
 
     def list_models(self, authorization: str | None) -> ModelList:
         policy = self.gateway.policy
-        caller = policy.authenticate(authorization)
+        caller = self.gateway.authenticate(authorization)
         created = int(policy.loaded_at)
         names = [name for name in policy.public_models if caller.allows(name)]
         return ModelList([Model(id=name, created=created) for name in names])
 
     def get_model(self, authorization: str | None, model_id: str) -> Model:
         policy = self.gateway.policy
-        caller = policy.authenticate(authorization)
+        caller = self.gateway.authenticate(authorization)
         if not caller.allows(model_id) or policy.resolve(model_id) is None:
             raise ModelNotFoundError(
                 f"The model `{model_id}` does not exist or you do not have access to it.",

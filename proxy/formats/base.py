@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from proxy.accounting import RequestRecord
     from proxy.cache.flow import CacheFlow, Lookup
     from proxy.config import ModelCacheConfig
-    from proxy.policy import Caller, Policy, Route
+    from proxy.keys import Caller
+    from proxy.policy import Policy, Route
     from proxy.relay import StreamContext
 
 

@@ -11,12 +11,13 @@ from typing import Any
 
 from proxy.config import BudgetConfig, PriceConfig, ProxyConfig
 from proxy.errors import InsufficientQuotaError, RateLimitError
+from proxy.keys import Caller
 from proxy.limits.budgets import cost_usd, period_end, spend_key, spend_ttl
 from proxy.limits.headers import WindowState, rate_limit_headers
 from proxy.limits.scopes import Hold, Limits, OverBudget, Refused, Scope, compile_limits
 from proxy.limits.store import LimitStore
 from proxy.observability.metrics import Metrics
-from proxy.policy import Caller, route_ident
+from proxy.policy import route_ident
 
 
 @dataclass(slots=True)
@@ -25,6 +26,7 @@ class Admission:
 
     caller: str
     estimate: int
+    budget: BudgetConfig | None = None  # the key's budget, spend is added to it at the end
     holds: list[Hold] = field(default_factory=list)
     route_holds: dict[str, list[Hold]] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
@@ -40,8 +42,6 @@ class Limiter:
     def configure(self, config: ProxyConfig) -> None:
         """Take a reloaded policy's limits (counters in storage carry over)."""
         self.default = compile_limits("key", config.limits.default)
-        self.keys = {k.name: compile_limits("key", k.limits) for k in config.keys if k.limits}
-        self.budgets: dict[str, BudgetConfig] = {k.name: k.budget for k in config.keys if k.budget}
         self.models = {n: compile_limits("model", m.limits) for n, m in config.models.items()}
         self.upstreams = {
             n: compile_limits("upstream", u.limits) for n, u in config.upstreams.items()
@@ -59,21 +59,24 @@ class Limiter:
                     self.route_prices[ident] = route.price
 
     def key_limits(self, caller: Caller) -> Limits | None:
-        return self.keys.get(caller.name, self.default)
+        """The key's own limits, else `limits.default` (which also covers anonymous)."""
+        key = caller.key
+        return key.limits if key is not None and key.own_limits else self.default
 
     async def admit(
         self, caller: Caller, model: str, estimate: int, cached: bool = False
     ) -> Admission:
         """Key and model limits and the key's budget: a 429 when any is exhausted. A cached
         answer (`cached`) counts against request limits only: it costs no tokens, no spend."""
-        admission = Admission(caller.name, estimate)
+        key_budget = caller.key.budget if caller.key is not None else None
+        admission = Admission(caller.name, estimate, key_budget)
         key_limits, model_limits = self.key_limits(caller), self.models.get(model)
         scopes = []
         if key_limits is not None:
             scopes.append(Scope(key_limits, caller.name, tokens=not cached, states=True))
         if model_limits is not None:
             scopes.append(Scope(model_limits, model, tokens=not cached))
-        budget = self.budgets.get(caller.name) if not cached else None
+        budget = key_budget if not cached else None
         spend = (spend_key(caller.name, budget.period), budget.usd) if budget else None
         try:
             admission.holds = await self.store.admit(scopes, estimate, spend)
@@ -136,7 +139,7 @@ class Limiter:
         spend = None
         if usd > 0:
             self.metrics.child(self.metrics.spend, admission.caller, model).inc(usd)
-            budget = self.budgets.get(admission.caller)
+            budget = admission.budget
             if budget is not None:
                 period = budget.period
                 spend = (spend_key(admission.caller, period), usd, spend_ttl(period))
@@ -168,7 +171,7 @@ class Limiter:
         if lim is not None and lim.concurrency is not None:
             in_flight = await self.store.in_flight(lim, caller.name)
             report["concurrency"] = {"limit": lim.concurrency, "in_flight": in_flight}
-        budget = self.budgets.get(caller.name)
+        budget = caller.key.budget if caller.key is not None else None
         if budget is not None:
             spent = await self.store.spend(spend_key(caller.name, budget.period))
             report["budget"] = {

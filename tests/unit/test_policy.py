@@ -7,8 +7,9 @@ import hashlib
 import pytest
 
 from proxy.errors import AuthenticationError
-from proxy.loader import load_text
-from proxy.policy import ANONYMOUS, Policy, compile_policy
+from proxy.keys import ANONYMOUS, compile_key
+from proxy.loader import load_dict, load_text
+from proxy.policy import Policy, compile_policy
 
 POLICY = f"""\
 upstreams:
@@ -91,3 +92,33 @@ def test_allow_list_globs(policy: Policy) -> None:
 def test_without_keys_everyone_is_anonymous() -> None:
     policy = compile_policy(load_text("models: {}\n", env={}))
     assert policy.authenticate("Bearer whatever") is ANONYMOUS
+
+
+def test_a_key_past_its_expiry_is_refused() -> None:
+    keys = [
+        {"name": "old", "key": "sk-old", "expires_at": "2020-01-01T00:00:00Z"},
+        {"name": "new", "key": "sk-new", "expires_at": "2999-01-01"},
+    ]
+    policy = compile_policy(load_dict({**_minimal(), "keys": keys}, env={}))
+    assert policy.authenticate("Bearer sk-new").name == "new"
+    with pytest.raises(AuthenticationError) as caught:
+        policy.authenticate("Bearer sk-old")
+    assert caught.value.code == "expired_api_key"
+
+
+def test_keys_made_at_run_time_are_looked_up_after_the_policy_s() -> None:
+    policy = compile_policy(load_dict(_minimal(), env={}))
+    assert policy.authenticate("Bearer sk-x") is ANONYMOUS  # no key anywhere: open
+    digest = hashlib.sha256(b"sk-runtime").digest()
+    runtime = {digest: compile_key("made-later", digest, ["gpt-*"], runtime=True)}
+    caller = policy.authenticate("Bearer sk-runtime", runtime)
+    assert caller.name == "made-later" and caller.allows("gpt-4o") and not caller.allows("x")
+    with pytest.raises(AuthenticationError):
+        policy.authenticate("Bearer sk-x", runtime)  # a key exists now: unknown ones are 401
+
+
+def _minimal() -> dict[str, object]:
+    return {
+        "upstreams": {"a": {"type": "openai", "base_url": "http://a/v1"}},
+        "models": {"gpt-4o": {"routes": [{"upstream": "a"}]}},
+    }
