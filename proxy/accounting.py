@@ -28,6 +28,7 @@ class RequestRecord:
     first_token: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    spend_usd: float = 0.0  # charged at the end, from the route's or the model's price
     relayed_bytes: int = 0  # streamed text sent so far (the estimate for a cut stream)
     upstream_model: str | None = None  # the model the upstream says answered
     cache: str = "bypass"  # hit | miss | bypass

@@ -43,6 +43,9 @@ class InFlight:
     settled: bool = False
 
 
+Listener = Callable[[RequestRecord], None]
+
+
 class Settlement:
     def __init__(
         self,
@@ -53,6 +56,9 @@ class Settlement:
         self.metrics = metrics
         self.board = board
         self.spawn = spawn  # work that must finish even if the request's task is cancelled
+        # told of every request once it is fully settled, spend included (e.g. the usage
+        # ledger); a listener must not block: it queues what it needs
+        self.listeners: list[Listener] = []
 
     async def settle(self, flight: InFlight) -> None:
         """The end of a JSON answer or of a request that failed before streaming."""
@@ -61,8 +67,11 @@ class Settlement:
         flight.settled = True
         self._close_attempt(flight)
         self._keep_in_cache(flight)
-        await self._charge(flight)
-        self._account(flight)
+        try:
+            await self._charge(flight)
+        finally:
+            self._account(flight)
+            self._tell(flight)
 
     def settle_stream(self, flight: InFlight) -> None:
         """The end of a relayed stream, from the relay itself: what storage needs happens
@@ -80,7 +89,7 @@ class Settlement:
         self._close_attempt(flight)
         self._keep_in_cache(flight)
         self._account(flight)
-        self.spawn(self._charge(flight))
+        self.spawn(self._charge_and_tell(flight))
 
     def _close_attempt(self, flight: InFlight) -> None:
         attempt = flight.attempt
@@ -119,7 +128,7 @@ class Settlement:
                 prompt, completion = record.prompt_tokens, record.completion_tokens
                 if not (prompt or completion):  # no usage came: the estimates stand in
                     prompt, completion = admission.estimate, record.relayed_bytes // 4
-                await limiter.finish(
+                record.spend_usd = await limiter.finish(
                     admission,
                     attempt.route.ident,
                     attempt.call.model,
@@ -129,6 +138,16 @@ class Settlement:
                 )
         if flight.answer is not None and flight.request is not None and record.error is None:
             await flight.request.finish(flight.answer)
+
+    async def _charge_and_tell(self, flight: InFlight) -> None:
+        try:
+            await self._charge(flight)
+        finally:
+            self._tell(flight)
+
+    def _tell(self, flight: InFlight) -> None:
+        for listener in self.listeners:
+            listener(flight.record)
 
     def _account(self, flight: InFlight) -> None:
         flight.record.finish(self.metrics, flight.services.access_log)

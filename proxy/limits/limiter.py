@@ -124,11 +124,11 @@ class Limiter:
         model: str,
         prompt: int,
         completion: int,
-    ) -> None:
+    ) -> float:
         """Charge usage on every scope that admitted the request, add its spend, and let go
-        of its concurrency slots. Safe to call twice."""
+        of its concurrency slots; the spend in USD. Safe to call twice."""
         if admission.finished:
-            return
+            return 0.0
         admission.finished = True
         served = admission.route_holds.get(route, []) if route else []
         ends = [(hold, True) for hold in admission.holds + served]
@@ -145,6 +145,7 @@ class Limiter:
                 spend = (spend_key(admission.caller, period), usd, spend_ttl(period))
         await self.store.settle(ends, prompt + completion, spend)
         admission.route_holds.clear()
+        return usd
 
     async def release(self, admission: Admission) -> None:
         for hold in admission.holds:
