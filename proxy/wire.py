@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from proxy.errors import InvalidRequestError
+from proxy.errors import InvalidRequestError, UpstreamError
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -187,6 +187,17 @@ def decode_body(body: bytes) -> dict[str, Any]:
         raise InvalidRequestError("The request body holds values out of range.") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("The request body must be a JSON object.")
+    return data
+
+
+def upstream_object(body: bytes, upstream: str) -> dict[str, Any]:
+    """A JSON object from an upstream; anything else is its fault (502)."""
+    try:
+        data = _generic_decoder.decode(body)
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError, RecursionError):
+        raise UpstreamError(f"The upstream '{upstream}' sent a reply that is not JSON.") from None
+    if not isinstance(data, dict):
+        raise UpstreamError(f"The upstream '{upstream}' sent a reply that is not an object.")
     return data
 
 

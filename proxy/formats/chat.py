@@ -15,7 +15,13 @@ from proxy.errors import InternalError, InvalidRequestError, ProxyError, Upstrea
 from proxy.formats.base import DecodeContext, FrontRequest
 from proxy.formats.params import apply_params
 from proxy.upstreams.base import Api, UpstreamCall
-from proxy.wire import ChatRequestHead, decode_chat_head, top_level, upstream_body
+from proxy.wire import (
+    ChatRequestHead,
+    decode_chat_head,
+    top_level,
+    upstream_body,
+    upstream_object,
+)
 
 if TYPE_CHECKING:
     from proxy.accounting import RequestRecord
@@ -187,7 +193,7 @@ def rewrite_completion(
     try:
         view = _completion_view.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
-        decode_object(body, upstream)  # not JSON, or not an object: say which
+        upstream_object(body, upstream)  # not JSON, or not an object: say which
         raise UpstreamError(f"The upstream '{upstream}' sent a reply without choices.") from None
     if record is not None:
         record.upstream_model = view.model
@@ -202,7 +208,7 @@ def rewrite_completion(
         if position >= 0:
             replaced = b'"model":' + _encode(public_model)
             return body[:position] + replaced + body[position + len(current) :], view.usage
-    data = decode_object(body, upstream)
+    data = upstream_object(body, upstream)
     data["model"] = public_model
     return _encode(data), view.usage
 
@@ -212,17 +218,6 @@ def count_usage(record: RequestRecord, usage: Any) -> None:
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
         record.prompt_tokens = prompt if isinstance(prompt, int) else 0
         record.completion_tokens = completion if isinstance(completion, int) else 0
-
-
-def decode_object(body: bytes, upstream: str) -> dict[str, Any]:
-    """An upstream's reply that must be a JSON object."""
-    try:
-        data = _decode(body)
-    except msgspec.DecodeError:
-        raise UpstreamError(f"The upstream '{upstream}' sent a reply that is not JSON.") from None
-    if not isinstance(data, dict):
-        raise UpstreamError(f"The upstream '{upstream}' sent a reply that is not an object.")
-    return data
 
 
 # -- streams ---------------------------------------------------------------------------------
@@ -303,7 +298,7 @@ class ChunkRewriter:
         return event[:position] + self._public + event[position + len(cached[1]) :]
 
     def _slow(self, event: bytes) -> bytes:
-        chunk = decode_object(event, self.context.upstream)
+        chunk = upstream_object(event, self.context.upstream)
         chunk["model"] = self.context.public_model
         return _encode(chunk)
 

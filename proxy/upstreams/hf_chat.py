@@ -20,13 +20,13 @@ from proxy.upstreams.hf_common import (
     StopTrimmer,
     cut_at_stop,
     decode,
-    decode_object,
     encode,
     finish_reason,
     new_completion_id,
     stop_list,
 )
 from proxy.upstreams.hf_errors import stream_error
+from proxy.wire import upstream_object
 
 
 def chat_payload(data: dict[str, Any], model: str) -> tuple[dict[str, Any], list[str]]:
@@ -76,7 +76,7 @@ class ChatTranslation:
         self.include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
 
     def completion(self, body: bytes, headers: Mapping[str, str]) -> bytes:
-        return encode(normalise_completion(decode_object(body, self.upstream), self))
+        return encode(normalise_completion(upstream_object(body, self.upstream), self))
 
     def stream(self) -> ChatStream:
         return ChatStream(self)
@@ -201,7 +201,7 @@ class ChatStream:
                 self._send_usage(out)
                 break
             try:
-                chunk = decode_object(raw, self.t.upstream)
+                chunk = upstream_object(raw, self.t.upstream)
             except ProxyError as exc:
                 self.failure = exc
                 break
@@ -267,7 +267,7 @@ class ChatStream:
         return encode(chunk)
 
     def replay(self, body: bytes, headers: Mapping[str, str]) -> list[bytes]:
-        data = normalise_completion(decode_object(body, self.t.upstream), self.t)
+        data = normalise_completion(upstream_object(body, self.t.upstream), self.t)
         out = []
         for choice in data["choices"]:
             message = choice["message"]

@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from proxy.errors import ProxyError, UpstreamError, UpstreamRejectedError
+from proxy.errors import ProxyError, UpstreamRejectedError
 
 encode = msgspec.json.Encoder().encode
 decode = msgspec.json.Decoder().decode
@@ -103,17 +103,6 @@ def convert_request(data: Mapping[str, Any], kind: type[_S]) -> _S:
         raise UpstreamRejectedError(
             f"Invalid request: {reason}", param=at.group(1) if at else None
         ) from None
-
-
-def decode_object(body: bytes, upstream: str) -> dict[str, Any]:
-    """A JSON object from the upstream; anything else is its fault (502)."""
-    try:
-        data = decode(body)
-    except msgspec.DecodeError:
-        raise UpstreamError(f"The upstream '{upstream}' sent a reply that is not JSON.") from None
-    if not isinstance(data, dict):
-        raise UpstreamError(f"The upstream '{upstream}' sent a reply that is not an object.")
-    return data
 
 
 def stop_list(stop: str | Sequence[str] | None) -> tuple[str, ...]:
