@@ -1,4 +1,4 @@
-"""Benchmark of the local transformers worker (issue 4), on a random model big enough that
+"""Benchmark of the local transformers worker, on a random model big enough that
 generation dominates the worker's own overhead (hidden 512, 8 layers, fp32, 2 threads).
 
     python -m bench.worker_bench [--tokens 64] [--concurrency 8] [--device cpu] [--no-serve]
@@ -13,6 +13,16 @@ Figures, all from greedy streaming requests of `--tokens` new tokens each:
   4. per-token time of one streamed request against a bare `model.generate` of the same
      length in-process (target: overhead < 10%).
 `transformers serve` needs `pip install 'transformers[serving]'`; without it, 3 is skipped.
+
+    python -m bench.worker_bench --embed [--concurrency 32] [--hidden 384] [--layers 6]
+
+`--embed` measures `--task embed` on a random BERT encoder instead (hidden 384, 6 layers by
+default, a MiniLM-sized model), with requests of one text (about 40 tokens) each:
+  1. the worker, `--concurrency` requests at once (batched across requests into forward
+     passes of up to `--concurrency` texts): texts/s;
+  2. the same requests one at a time: texts/s, and the batching gain;
+  3. the same texts in one request (the client batching them itself): texts/s;
+  4. the ceiling: one bare forward pass over all the texts in-process (no HTTP, no queue).
 """
 
 from __future__ import annotations
@@ -244,6 +254,97 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"  worker batch sizes (size: count): {figures['worker_batches']}")
 
 
+def embed_texts(count: int) -> list[str]:
+    from proxy.worker.randmodel import SENTENCES
+
+    pick = len(SENTENCES)
+    return [f"{SENTENCES[i % pick]} {SENTENCES[(i + 3) % pick]} ({i})" for i in range(count)]
+
+
+async def embed_request(http: httpx.AsyncClient, url: str, texts: str | list[str]) -> int:
+    body = {"model": "m", "input": texts, "encoding_format": "float"}
+    response = await http.post(f"{url}/v1/embeddings", json=body)
+    response.raise_for_status()
+    return len(response.json()["data"])
+
+
+async def embed_load(http: httpx.AsyncClient, url: str, texts: list[str], how: str) -> float:
+    """Texts per second: one request per text all at once (`together`) or in turn
+    (`sequential`), or every text in one request (`one_request`)."""
+    started = time.perf_counter()
+    if how == "together":
+        done = sum(await asyncio.gather(*(embed_request(http, url, t) for t in texts)))
+    elif how == "sequential":
+        done = sum([await embed_request(http, url, t) for t in texts])
+    else:
+        done = await embed_request(http, url, texts)
+    return done / (time.perf_counter() - started)
+
+
+class BareEncode:
+    """One forward pass over every text in-process, mean-pooled: the worker's floor."""
+
+    def __init__(self, folder: Path, texts: list[str]) -> None:
+        import torch
+
+        from proxy.worker.encoder import load_encoder
+
+        torch.set_num_threads(int(THREADS))
+        self.encoder = load_encoder(str(folder), "cpu")
+        self.rows = self.encoder.tokenize(texts)
+        self.texts_per_second()  # warm-up
+
+    def texts_per_second(self) -> float:
+        started = time.perf_counter()
+        self.encoder.embed(self.rows)
+        return len(self.rows) / (time.perf_counter() - started)
+
+
+async def measure_embed(url: str, bare: BareEncode, args: argparse.Namespace) -> dict[str, Any]:
+    texts = embed_texts(args.concurrency)
+    best: dict[str, Any] = {}
+    async with httpx.AsyncClient(timeout=600) as http:
+        await embed_load(http, url, texts[:2], "together")  # warm-up
+        for _ in range(args.rounds):
+            for how in ("together", "sequential", "one_request"):
+                value = await embed_load(http, url, texts, how)
+                best[how] = max(best.get(how, 0.0), value)
+            best["bare"] = max(best.get("bare", 0.0), bare.texts_per_second())
+        best["batches"] = (await http.get(f"{url}/health")).json()["batches"]
+    best["tokens_per_text"] = sum(len(r) for r in bare.rows) / len(bare.rows)
+    return best
+
+
+def embed_main(args: argparse.Namespace) -> dict[str, Any]:
+    from proxy.worker.randmodel import build_random_encoder
+
+    hidden, layers = args.hidden or 384, args.layers or 6
+    with tempfile.TemporaryDirectory(prefix="worker-bench-") as tmp:
+        logs = Path(tmp)
+        folder = build_random_encoder(logs / "encoder", hidden_size=hidden, layers=layers,
+                                      heads=max(hidden // 64, 1))  # fmt: skip
+        port = free_port()
+        command = [*worker_command(folder, args, port), "--task", "embed"]
+        worker = start_server(command, port, logs / "worker.log", "/health/readiness")
+        try:
+            bare = BareEncode(folder, embed_texts(args.concurrency))
+            figures = asyncio.run(measure_embed(f"http://127.0.0.1:{port}", bare, args))
+        finally:
+            stop_server(worker)
+    batched, sequential, bare = figures["together"], figures["sequential"], figures["bare"]
+    print(f"\n{args.concurrency} concurrent embedding requests of one text "
+          f"({figures['tokens_per_text']:.0f} tokens), hidden {hidden}, {layers} layers, "
+          f"device {args.device}")  # fmt: skip
+    print(f"  worker, batched            {batched:8.1f} texts/s")
+    print(f"  worker, one at a time      {sequential:8.1f} texts/s  gain "
+          f"{batched / sequential:.2f}x")  # fmt: skip
+    print(f"  worker, all in one request {figures['one_request']:8.1f} texts/s")
+    print(f"  bare forward, one batch    {bare:8.1f} texts/s  worker batched/bare "
+          f"{batched / bare:.2f}x")  # fmt: skip
+    print(f"  worker batch sizes (texts: passes): {figures['batches']}")
+    return figures
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=64)
@@ -251,11 +352,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best counts)")
     parser.add_argument("--repeats", type=int, default=3, help="single requests per round")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--hidden", type=int, help="default 512 (384 with --embed)")
+    parser.add_argument("--layers", type=int, help="default 8 (6 with --embed)")
     parser.add_argument("--no-serve", action="store_true", help="skip `transformers serve`")
+    parser.add_argument("--embed", action="store_true", help="measure --task embed instead")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if args.embed:
+        figures = embed_main(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2))
+        return 0
+    args.hidden, args.layers = args.hidden or 512, args.layers or 8
     from proxy.worker.randmodel import build_random_model
 
     with (

@@ -37,6 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--model", required=True, help="a local folder or a hub id")
     worker.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    worker.add_argument(
+        "--task", choices=["generate", "embed"], default="generate",
+        help="generate: chat completions (a causal LM); embed: /v1/embeddings (an encoder)",
+    )  # fmt: skip
     worker.add_argument("--host", default="127.0.0.1")
     worker.add_argument("--port", type=int, default=9000)
     worker.add_argument("--max-batch-size", type=int, default=8)

@@ -7,6 +7,14 @@ for its readiness, restarts it with exponential backoff whenever it exits, and s
 `close()`. While a spawned worker is not ready, requests fail at once with a 503 carrying
 Retry-After, so the gateway moves on to the model's next route instead of waiting.
 
+Readiness counts only when the answer carries the random token this supervisor gave its child
+(in the environment): another process that happens to listen on the port is never taken for
+the worker. A port held by someone else is reported and waited for, never spawned onto.
+
+The worker's task decides what the upstream serves: chat (`generate`) or embeddings (`embed`).
+Calls in flight are counted, so a reload that removes or replaces the upstream closes it (and
+stops its worker) as soon as they end.
+
 Nothing here imports torch: the worker is another process.
 """
 
@@ -14,11 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import os
+import secrets
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 
 import aiohttp
 from loguru import logger
@@ -27,9 +37,17 @@ from proxy.config import LocalUpstreamConfig, OpenAIUpstreamConfig, SpawnConfig
 from proxy.errors import ServiceUnavailableError, UpstreamError
 from proxy.upstreams.base import UpstreamCall
 from proxy.upstreams.openai import OpenAIUpstream
+from proxy.worker.contract import (
+    API_KEY_ENV,
+    EXIT_PORT_IN_USE,
+    PARENT_ENV,
+    TOKEN_ENV,
+    TOKEN_HEADER,
+)
 
 READY_WAIT = 10.0  # seconds start() waits for a spawned worker before the proxy serves anyway
 READY_POLL = 0.2
+PORT_POLL = 0.2
 INITIAL_BACKOFF = 1.0
 MAX_BACKOFF = 30.0
 STABLE_AFTER = 60.0  # a worker that ran this long resets the backoff
@@ -43,6 +61,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_is_free(port: int) -> bool:
+    """Whether a worker could listen on `port` now (bound as the worker binds it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((WORKER_HOST, port))
+        except OSError:
+            return False
+        return True
+
+
 class WorkerProcess:
     """Runs and supervises one spawned worker process."""
 
@@ -52,7 +81,8 @@ class WorkerProcess:
         self.port = port
         self.api_key = api_key
         self.url = f"http://{WORKER_HOST}:{port}"
-        self.state = "stopped"  # starting | ready | restarting | stopped
+        self.token = secrets.token_urlsafe(24)
+        self.state = "stopped"  # waiting for port | starting | ready | restarting | stopped
         self.restarts = 0
         self.pid: int | None = None
         self._next_start = 0.0
@@ -71,12 +101,14 @@ class WorkerProcess:
             "--port", str(self.port),
             "--max-batch-size", str(spawn.max_batch_size),
             "--max-queue", str(spawn.max_queue),
+            "--task", spawn.task,
         ]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
-        env = {**os.environ, "LLM_PROXY_WORKER_PARENT": str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, PARENT_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
+        env[TOKEN_ENV] = self.token  # secrets stay off the command line, where ps shows it
         if self.api_key:
-            env["WORKER_API_KEY"] = self.api_key  # not on the command line, where ps shows it
+            env[API_KEY_ENV] = self.api_key
         return env
 
     @property
@@ -104,20 +136,36 @@ class WorkerProcess:
         loop = asyncio.get_running_loop()
         backoff = INITIAL_BACKOFF
         while True:
+            await self._wait_for_port()
             started = loop.time()
             code = await self._run_once()
             if loop.time() - started >= STABLE_AFTER:
                 backoff = INITIAL_BACKOFF
             self._next_start = loop.time() + backoff
-            logger.error(
-                "local worker '{}' exited with code {}; restarting in {:.0f}s",
-                self.name,
-                code,
-                backoff,
+            why = (
+                f"could not listen: port {self.port} is in use by another process"
+                if code == EXIT_PORT_IN_USE
+                else f"exited with code {code}"
             )
+            logger.error("local worker '{}' {}; restarting in {:.0f}s", self.name, why, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
             self.restarts += 1
+
+    async def _wait_for_port(self) -> None:
+        """Never spawn onto a port another process listens on: say so once, then wait."""
+        if port_is_free(self.port):
+            return
+        self.state = "waiting for port"
+        logger.error(
+            "local worker '{}': port {} is in use by another process; waiting for it to be "
+            "free before starting the worker",
+            self.name,
+            self.port,
+        )
+        while not port_is_free(self.port):
+            await asyncio.sleep(PORT_POLL)
+        logger.info("local worker '{}': port {} is free now", self.name, self.port)
 
     async def _run_once(self) -> int:
         self.state = "starting"
@@ -145,13 +193,18 @@ class WorkerProcess:
             self.state = "restarting"
 
     async def _poll_ready(self) -> None:
+        """Until this supervisor's own child answers ready (its token proves it)."""
         assert self._session is not None
         while True:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with self._session.get(f"{self.url}/health/readiness") as response:
-                    if response.status == 200:
+                    if response.status == 200 and self._is_own(response.headers):
                         return
             await asyncio.sleep(READY_POLL)
+
+    def _is_own(self, headers: Mapping[str, str]) -> bool:
+        echoed = headers.get(TOKEN_HEADER, "")
+        return hmac.compare_digest(echoed.encode(), self.token.encode())
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -169,12 +222,10 @@ class WorkerProcess:
         self.state = "stopped"
         if self._session is not None:
             await self._session.close()
+        logger.info("local worker '{}' stopped", self.name)
 
 
 class LocalUpstream:
-    native_apis: frozenset[str] = frozenset()
-    generates = True
-
     def __init__(
         self,
         name: str,
@@ -193,6 +244,11 @@ class LocalUpstream:
         else:
             raise ValueError(f"local upstream '{name}' needs 'url' or 'spawn'")
         self.url = url
+        task = config.spawn.task if config.spawn is not None else config.task
+        self.generates = task == "generate"
+        self.native_apis: frozenset[str] = (
+            frozenset() if self.generates else frozenset({"embeddings"})
+        )
         client = OpenAIUpstreamConfig(
             base_url=url + "/v1",
             api_key=config.api_key,
@@ -201,12 +257,17 @@ class LocalUpstream:
             max_connections=config.max_connections,
         )
         self._client = OpenAIUpstream(name, client, session)
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     async def start(self) -> None:
         if self.worker is not None:
             await self.worker.start()
 
-    def _check_ready(self) -> None:
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        """One call in flight: refused at once while a spawned worker is not ready."""
         worker = self.worker
         if worker is not None and not worker.ready:
             raise ServiceUnavailableError(
@@ -214,18 +275,33 @@ class LocalUpstream:
                 code="worker_not_ready",
                 retry_after=worker.retry_after(),
             )
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def drained(self) -> None:
+        """Returns once no call is in flight."""
+        await self._idle.wait()
 
     async def complete(self, call: UpstreamCall) -> bytes:
-        self._check_ready()
-        return await self._client.complete(call)
+        with self._call():
+            return await self._client.complete(call)
 
     async def stream(self, call: UpstreamCall) -> AsyncIterator[list[bytes]]:
-        self._check_ready()
-        async for events in self._client.stream(call):
-            yield events
+        with self._call():
+            async for events in self._client.stream(call):
+                yield events
 
     async def embed(self, call: UpstreamCall) -> bytes:
-        raise UpstreamError(f"The upstream '{self.name}' cannot embed.")
+        if self.generates:
+            raise UpstreamError(f"The upstream '{self.name}' cannot embed (its task is generate).")
+        with self._call():
+            return await self._client.embed(call)
 
     async def close(self) -> None:
         if self.worker is not None:

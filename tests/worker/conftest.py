@@ -1,3 +1,3 @@
-from worker.tiny import tiny_model
+from worker.tiny import tiny_encoder, tiny_model
 
-__all__ = ["tiny_model"]
+__all__ = ["tiny_encoder", "tiny_model"]

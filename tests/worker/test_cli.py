@@ -1,10 +1,12 @@
-"""`llm-proxy worker` start-up: a model that cannot chat is refused at once, and a worker
-whose supervising proxy is gone stops by itself."""
+"""`llm-proxy worker` start-up: a model that cannot chat is refused at once, a port another
+process holds is reported as such (its own exit code), and a worker whose supervising proxy is
+gone stops by itself."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,8 @@ from worker.tiny import require_torch
 
 require_torch()
 
-from proxy.worker.cli import PARENT_ENV, run_worker  # noqa: E402
+from proxy.worker.cli import run_worker  # noqa: E402
+from proxy.worker.contract import EXIT_PORT_IN_USE, PARENT_ENV  # noqa: E402
 from proxy.worker.model import ModelLoadError, load_tokenizer  # noqa: E402
 from proxy.worker.randmodel import build_tokenizer  # noqa: E402
 
@@ -43,3 +46,17 @@ def test_a_worker_whose_proxy_is_gone_stops(tiny_model: Path) -> None:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "is gone: stopping" in done.stderr
+
+
+def test_a_port_another_process_holds_is_reported_with_its_own_exit_code(
+    tiny_model: Path,
+) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        cmd = [sys.executable, "-m", "proxy", "worker", "--model", str(tiny_model),
+               "--port", str(port)]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == EXIT_PORT_IN_USE, done.stderr[-2000:]
+    assert f"port {port} is in use" in done.stderr
