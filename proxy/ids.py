@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from random import getrandbits
 
-_SAFE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_SAFE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 def new_request_id() -> str:
@@ -15,4 +15,4 @@ def new_request_id() -> str:
 
 def request_id_from(sent: str | None) -> str:
     """The caller's id when it is short and made of safe characters, else a new one."""
-    return sent if sent and _SAFE.match(sent) else new_request_id()
+    return sent if sent and _SAFE.fullmatch(sent) else new_request_id()

@@ -4,12 +4,12 @@ answers a ChatCompletion, or an async iterator of ChatCompletionChunk."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from random import getrandbits as _random_bits
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from proxy.formats.chat import CHAT
+from proxy.ids import new_request_id
 from proxy.wire import ChatCompletion, ChatCompletionChunk
 
 if TYPE_CHECKING:
@@ -20,10 +20,6 @@ if TYPE_CHECKING:
 _encode = msgspec.json.Encoder().encode
 _completion_decoder = msgspec.json.Decoder(ChatCompletion)
 _chunk_decoder = msgspec.json.Decoder(ChatCompletionChunk)
-
-
-def new_request_id() -> str:
-    return f"req_{_random_bits(128):032x}"  # unique, not secret: no need for os.urandom
 
 
 class InProcess:

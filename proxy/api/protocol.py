@@ -13,7 +13,10 @@ uvicorn would hand the app an empty body. Here the body is read by its own frami
 Content-Length) and reaches the app; the connection closes after the answer, since the parser
 cannot read another request on it.
 
-Both reach into private parts of uvicorn's HttpToolsProtocol: pyproject.toml pins the uvicorn
+A lost connection calls the hook the app left in the request's scope (`ON_DISCONNECT`), so a
+stream relayed without Litestar stops when its client leaves.
+
+All three reach into private parts of uvicorn's HttpToolsProtocol: pyproject.toml pins the uvicorn
 minor release they were checked against, and tests/security/test_protocol_contract.py names
 what moved when that pin is raised.
 """
@@ -33,6 +36,10 @@ from uvicorn.server import ServerState
 from proxy.errors import InvalidRequestError, ProxyError
 
 DEFAULT_HEADER_TIMEOUT = 10.0
+# a request's scope may hold a callable under ON_DISCONNECT: called when the connection is lost
+# before the answer ended (the app learns of it at once, not at its next write)
+ON_DISCONNECT = "llm_proxy.on_disconnect"
+DISCONNECT_HOOK = "llm_proxy.disconnect_hook"
 MAX_FRAMING_LINE = 4096  # a chunk-size line (extensions included) or one trailer field
 CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
@@ -188,7 +195,14 @@ class HttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._headers_in()
+        cycle = self.cycle
+        answering = cycle is not None and not cycle.response_complete
         super().connection_lost(exc)
+        if answering and cycle is not None:
+            scope: dict[str, Any] = cycle.scope  # type: ignore[assignment]
+            hook = scope.get(ON_DISCONNECT)
+            if hook is not None:
+                hook()  # e.g. a stream being relayed stops at once
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -198,6 +212,8 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._headers_in()
+        scope: dict[str, Any] = self.scope  # type: ignore[assignment]
+        scope[DISCONNECT_HOOK] = True  # this server calls the scope's ON_DISCONNECT
         super().on_headers_complete()
 
     def _await_headers(self) -> None:

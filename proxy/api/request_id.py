@@ -4,16 +4,14 @@ sent (bounded, safe characters), else a new one."""
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from litestar import Request
 
 from proxy.errors import InvalidRequestError
-from proxy.inprocess import new_request_id
+from proxy.ids import request_id_from
 
 AnyRequest = Request[Any, Any, Any]
-_SAFE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 
 def read_headers(
@@ -33,7 +31,7 @@ def read_headers(
             sent = value.decode("latin-1")
         elif name in wanted:
             found[name.decode("latin-1")] = value.decode("latin-1")
-    request_id = sent if sent and _SAFE.fullmatch(sent) else new_request_id()
+    request_id = request_id_from(sent)
     request.scope.setdefault("state", {})["request_id"] = request_id
     return authorization, request_id, found
 
@@ -45,5 +43,5 @@ def request_id_of(request: AnyRequest) -> str:
     if request_id is None:
         sent = [v for n, v in request.scope["headers"] if n == b"x-request-id"]
         text = sent[-1].decode("latin-1") if sent else ""
-        request_id = state["request_id"] = text if _SAFE.fullmatch(text) else new_request_id()
+        request_id = state["request_id"] = request_id_from(text)
     return request_id
