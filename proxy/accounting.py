@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from proxy.observability.access_log import AccessLog
 from proxy.observability.metrics import Metrics
@@ -51,39 +52,45 @@ class RequestRecord:
         duration = time.perf_counter() - self.started
         if metrics.enabled:
             self._measure(metrics, duration)
-        ms = duration * 1000
-        ttft = f"{self.first_token * 1000:.1f}ms" if self.first_token is not None else "-"
+        if log.enabled:
+            log.write(self, duration)
+
+    def bounded_error(self) -> str | None:
         error = self.error
         if error is not None and len(error) > MAX_LOGGED_ERROR:
-            error = error[:MAX_LOGGED_ERROR] + "..."
+            return error[:MAX_LOGGED_ERROR] + "..."
+        return error
+
+    def line(self, duration: float) -> str:
+        """The access line's text (without time and level)."""
+        ttft = f"{self.first_token * 1000:.1f}ms" if self.first_token is not None else "-"
         message = (
             f"{self.api} {self.status} model={self.model} route={self.route} "
             f"target={self.target or '-'} key={self.caller} "
-            f"attempts={self.attempts} cache={self.cache} stream={self.stream} {ms:.1f}ms "
-            f"ttft={ttft} tokens={self.prompt_tokens}/{self.completion_tokens} "
-            f"request_id={self.request_id}"
+            f"attempts={self.attempts} cache={self.cache} stream={self.stream} "
+            f"{duration * 1000:.1f}ms ttft={ttft} "
+            f"tokens={self.prompt_tokens}/{self.completion_tokens} request_id={self.request_id}"
         )
-        if error:
-            message += f" error={error!r}"
-        log.write(
-            message,
-            {
-                "request_id": self.request_id,
-                "api": self.api,
-                "key": self.caller,
-                "model": self.model,
-                "route": self.route,
-                "target": self.target,
-                "status": self.status,
-                "attempts": self.attempts,
-                "cache": self.cache,
-                "stream": self.stream,
-                "duration_ms": round(ms, 2),
-                "ttft_ms": round(self.first_token * 1000, 2) if self.first_token else None,
-                "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens,
-                "disconnected": self.disconnected,
-                "error": error,
-            },
-            self.body,
-        )
+        error = self.bounded_error()
+        return message + f" error={error!r}" if error else message
+
+    def fields(self, duration: float) -> dict[str, Any]:
+        """The access line's fields (JSON logs, loguru's extra)."""
+        return {
+            "request_id": self.request_id,
+            "api": self.api,
+            "key": self.caller,
+            "model": self.model,
+            "route": self.route,
+            "target": self.target,
+            "status": self.status,
+            "attempts": self.attempts,
+            "cache": self.cache,
+            "stream": self.stream,
+            "duration_ms": round(duration * 1000, 2),
+            "ttft_ms": round(self.first_token * 1000, 2) if self.first_token else None,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "disconnected": self.disconnected,
+            "error": self.bounded_error(),
+        }

@@ -105,7 +105,7 @@ class Policy:
         resolved = self._resolve(name)
         if resolved is None:
             return None
-        size = len(name)
+        size = len(name) + len(resolved.matched or "")
         if (
             len(self._resolved) >= _RESOLVE_CACHE_SIZE
             or self._resolved_bytes + size > _RESOLVE_CACHE_BYTES

@@ -64,14 +64,17 @@ class PolicyReloader:
             await self.reload("file changed")
 
     async def reload(self, reason: str, force: bool = False) -> bool | None:
-        """Apply the file if it changed (or `force`); None when there was nothing to do."""
+        """Apply the file if it changed (or `force`); None when there was nothing to do,
+        True when the file is in force, False when it was refused."""
         async with self._lock:
             try:
                 text = await asyncio.to_thread(self.path.read_bytes)
             except OSError as exc:
                 return self._failed(reason, [f"cannot read {self.path}: {exc.strerror}"])
             version = hashlib.sha256(text).hexdigest()[:12]
-            if not force and version in (self.gateway.policy.version, self._failed_version):
+            if not force and version == self.gateway.policy.version:
+                return self._back_to_serving(reason, version)
+            if not force and version == self._failed_version:
                 return None
             try:
                 loaded = await asyncio.to_thread(load_file, self.path)
@@ -86,6 +89,20 @@ class PolicyReloader:
             self._record("ok", reason, [])
             logger.info("policy reloaded ({}): version {}", reason, self.gateway.policy.version)
             return True
+
+    def _back_to_serving(self, reason: str, version: str) -> bool | None:
+        """The file holds the policy already serving: nothing to apply, but an error left by
+        an earlier version of the file no longer describes it (else /health would keep it)."""
+        self._failed_version = None
+        last = self.gateway.last_reload
+        if last is None or last.get("result") != "error":
+            return None
+        self._record("ok", reason, [])
+        logger.info(
+            "policy file is back to the version serving ({}): the last reload error is cleared",
+            version,
+        )
+        return True
 
     def _failed(self, reason: str, problems: list[str]) -> bool:
         problems = [self.gateway.redactor(problem) for problem in problems]

@@ -82,6 +82,27 @@ class _Exchange:
         self.declared = 0  # the Content-Length the client announced
 
     async def run(self) -> None:
+        """The exchange; a client that leaves cancels it wherever it is (an upstream call
+        included), and that ends here quietly."""
+        task = asyncio.current_task()
+        assert task is not None
+        left: list[bool] = []
+
+        def client_left() -> None:
+            left.append(True)
+            task.cancel()
+
+        if self.scope.get(DISCONNECT_HOOK):
+            self.scope[ON_DISCONNECT] = client_left
+        try:
+            await self._exchange(client_left)
+        except asyncio.CancelledError:
+            if not left or task.uncancel() > 0:
+                raise  # not ours: a shutdown, or the server's own cancellation
+        finally:
+            self.scope.pop(ON_DISCONNECT, None)
+
+    async def _exchange(self, client_left: Callable[[], None]) -> None:
         try:
             authorization, headers = self._headers()
             result = await self.gateway.serve(
@@ -99,7 +120,7 @@ class _Exchange:
             (n.encode(), v.encode()) for n, v in self.door.id_headers(self.request_id).items()
         ]
         if result.stream is not None:
-            await self._stream(self.door.frames(result.stream), extra)
+            await self._stream(self.door.frames(result.stream), extra, client_left)
         elif result.whole_stream is not None:
             await self._whole(self.door.whole_frames(result.whole_stream), EVENT_STREAM + extra)
         else:
@@ -149,6 +170,7 @@ class _Exchange:
     async def _error(self, error: ProxyError) -> None:
         request_id = self.request_id or new_request_id()
         headers = error.response_headers()
+        headers.setdefault("x-llm-proxy-attempts", "0")
         headers.update(self.door.id_headers(request_id))
         extra = [(name.encode(), value.encode("latin-1")) for name, value in headers.items()]
         await self._whole(self.door.error_body(error), [JSON, *extra], error.status)
@@ -160,36 +182,28 @@ class _Exchange:
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
         await self.send({"type": "http.response.body", "body": body})
 
-    async def _stream(self, frames: Any, headers: list[tuple[bytes, bytes]]) -> None:
+    async def _stream(
+        self, frames: Any, headers: list[tuple[bytes, bytes]], client_left: Callable[[], None]
+    ) -> None:
         send = self.send
-        task = asyncio.current_task()
-        assert task is not None
-        left: list[bool] = []
-
-        def client_left() -> None:
-            left.append(True)
-            task.cancel()
-
-        watcher = self._watch_disconnect(client_left)
+        watcher = None if self.scope.get(DISCONNECT_HOOK) else self._watch(client_left)
         try:
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": EVENT_STREAM + headers}
-            )
+            start = {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": EVENT_STREAM + headers,
+            }
+            await send(start)
             async for frame in frames:
                 await send({"type": "http.response.body", "body": frame, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except asyncio.CancelledError:
-            if not left or task.uncancel() > 0:
-                raise  # not ours: a shutdown, or the server's own cancellation
         finally:
-            self.scope.pop(ON_DISCONNECT, None)
             if watcher is not None:
                 watcher.cancel()
 
-    def _watch_disconnect(self, client_left: Callable[[], None]) -> asyncio.Task[None] | None:
-        if self.scope.get(DISCONNECT_HOOK):
-            self.scope[ON_DISCONNECT] = client_left
-            return None
+    def _watch(self, client_left: Callable[[], None]) -> asyncio.Task[None]:
+        """Under a server that does not call the scope's hook: a task that waits for the
+        disconnect message (only while a stream is relayed: the body has been read)."""
         receive = self.receive
 
         async def watch() -> None:

@@ -1,5 +1,7 @@
-"""The outermost ASGI layer: request headers larger than `server.max_header_bytes` get a 431
-in OpenAI's envelope before anything else reads them (the HTTP parser takes them whole)."""
+"""The outermost ASGI layer: request headers larger than `server.max_header_bytes` get a 431,
+and a request target longer than MAX_TARGET_BYTES a 414, in OpenAI's envelope, before anything
+else reads them (the HTTP parser takes them whole; Litestar's router memoizes the last 1,024
+paths it saw, whatever their size)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,15 @@ class HeadersTooLargeError(ProxyError):
     code = "request_header_fields_too_large"
 
 
+class URITooLongError(ProxyError):
+    status = 414
+    type = "invalid_request_error"
+    code = "uri_too_long"
+
+
+MAX_TARGET_BYTES = 4096  # path and query string; every route of the proxy needs far less
+
+
 class HeaderSizeGuard:
     def __init__(self, app: Any, gateway: Gateway) -> None:
         self.app = app
@@ -22,10 +33,8 @@ class HeaderSizeGuard:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            limit = self.gateway.policy.max_header_bytes
-            size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
-            if size > limit:
-                error = HeadersTooLargeError(f"The request headers are larger than {limit} bytes.")
+            error = self._refusal(scope)
+            if error is not None:
                 body = error.body()
                 await send(
                     {
@@ -41,3 +50,13 @@ class HeaderSizeGuard:
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Any) -> ProxyError | None:
+        limit = self.gateway.policy.max_header_bytes
+        size = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+        if size > limit:
+            return HeadersTooLargeError(f"The request headers are larger than {limit} bytes.")
+        target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+        if target > MAX_TARGET_BYTES:
+            return URITooLongError(f"The request target is longer than {MAX_TARGET_BYTES} bytes.")
+        return None

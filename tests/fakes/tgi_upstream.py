@@ -1,5 +1,6 @@
-"""A fake HuggingFace upstream that speaks TGI's and the classic API's wire formats and fails
-on demand (wire.md section 6), on 127.0.0.1 in a thread with its own loop:
+"""A fake HuggingFace upstream that speaks TGI's and the classic API's wire formats (as
+docs/huggingface.md describes them) and fails on demand, on 127.0.0.1 in a thread with its
+own loop:
 
     POST /generate              TGI: {"generated_text", "details"} + x-prompt-tokens header
     POST /generate_stream       TGI: `data:{...}` token events, a final event with

@@ -1,4 +1,4 @@
-"""The response cache through the running proxy (issue 7; DESIGN.md, "Cache key" and "Token
+"""The response cache through the running proxy (docs/semantics.md, "Cache key" and "Token
 accounting"), with the official SDK against the fake upstream that counts its calls.
 
 Most tests share one proxy on the default backend (disk, in its own working directory); each

@@ -1,5 +1,5 @@
 """Every error class the proxy produces reaches the SDK as the exception OpenAI itself would
-cause, in the OpenAI envelope, never as a 422 or a stack trace (DESIGN.md, Semantics)."""
+cause, in the OpenAI envelope, never as a 422 or a stack trace (docs/semantics.md, "Statuses")."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def error_of(exc: openai.APIStatusError) -> dict[str, Any]:
 
 
 def kind_of(error: dict[str, Any]) -> set[Any]:
-    """DESIGN.md's table names a type or a code; accept the name in either field."""
+    """The statuses table (docs/semantics.md) names a type or a code; accept either field."""
     return {error.get("type"), error.get("code")}
 
 

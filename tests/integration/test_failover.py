@@ -1,7 +1,7 @@
-"""Routing and failover through the running proxy (issue 5; DESIGN.md, "Semantics the tests
-rely on"): weighted split, priority failover, Retry-After waits, circuit breakers, the
-all-routes-open case, stream failover before the first byte, fallbacks, rules by key and by
-`stream`, and credential ejection.
+"""Routing and failover through the running proxy (docs/semantics.md, "Retries, parking,
+failover" and "Breakers"): weighted split, priority failover, Retry-After waits, circuit
+breakers, the all-routes-open case, stream failover before the first byte, fallbacks, rules by
+key and by `stream`, and credential ejection.
 
 One proxy serves the module. Every test uses routes of its own (distinct upstream model ids on
 the one fake upstream), so breakers, parking and ejection in one test never leak into another.

@@ -1,4 +1,4 @@
-"""Caller limits and budgets (DESIGN.md: 429 rate_limit_exceeded with retry-after and
+"""Caller limits and budgets (docs/semantics.md: 429 rate_limit_exceeded with retry-after and
 retry-after-ms; 429 insufficient_quota with x-should-retry: false; x-ratelimit-* headers)."""
 
 from __future__ import annotations

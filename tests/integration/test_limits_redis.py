@@ -1,7 +1,7 @@
-"""Limits with Redis storage (issue 6): replicas sharing one redis-server enforce one limit
-exactly (request windows, tokens, the burst bucket, concurrency, budgets), and a Redis that
-is down or slow follows `limits.on_storage_error` (allow: through and counted; deny: 503),
-recovering by itself when it is back.
+"""Limits with Redis storage (docs/semantics.md, "Limits"): replicas sharing one redis-server
+enforce one limit exactly (request windows, tokens, the burst bucket, concurrency, budgets),
+and a Redis that is down or slow follows `limits.on_storage_error` (allow: through and
+counted; deny: 503), recovering by itself when it is back.
 
 Every Redis here is a `redis-server` of our own on a free port (tests/fakes/redis_server.py),
 never the system one. The limits storage times out after 0.25 s, so every wait is bounded.

@@ -1,4 +1,4 @@
-"""Limits per scope and kind with memory storage (issue 6; DESIGN.md "Semantics": 429
+"""Limits per scope and kind with memory storage (docs/semantics.md: 429
 rate_limit_exceeded with retry-after + retry-after-ms, a full route is skipped and no usable
 route is a 503, "Rate-limit headers", "Token accounting", "Budgets").
 

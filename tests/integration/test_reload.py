@@ -1,6 +1,6 @@
-"""Live reload of the policy file (issue 5, item 5; proxy.reference.yaml `server.reload`, on by
-default): edits, an invalid file, SIGHUP, a Kubernetes ConfigMap symlink swap, breaker state
-across a reload, and a stream in flight during one.
+"""Live reload of the policy file (docs/semantics.md, "Reload"; proxy.reference.yaml
+`server.reload`, on by default): edits, an invalid file, SIGHUP, a Kubernetes ConfigMap
+symlink swap, breaker state across a reload, and a stream in flight during one.
 
 Each test starts its own proxy on a policy file it then rewrites. New requests must reach the
 new policy within RELOAD_WITHIN seconds of the write; the tests poll rather than sleep.

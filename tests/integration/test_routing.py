@@ -1,4 +1,4 @@
-"""Retries, failover, parking, fallbacks, rules and the response cache (DESIGN.md, Semantics),
+"""Retries, failover, parking, fallbacks, rules and the response cache (docs/semantics.md),
 on a proxy of their own so retries and breakers do not disturb the shared one."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Header hygiene in both directions (issue 10, item 5).
+"""Header hygiene in both directions.
 
 Towards the upstream only the proxy's own headers go: hop-by-hop headers, credentials and
 anything else a client sends never reach it (an allow-list, not a deny-list: the recorded

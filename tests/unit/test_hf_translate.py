@@ -1,5 +1,5 @@
 """The pure HuggingFace translation (hf_textgen, hf_chat, hf_common, hf_errors) on payloads
-shaped like the ones wire.md section 6 documents."""
+shaped like the ones TGI, the classic task API and the HF router send (docs/huggingface.md)."""
 
 from __future__ import annotations
 
