@@ -1,7 +1,8 @@
 """Token ids in, text out: incremental detokenisation and OpenAI's stop-string semantics.
 
 The stop string itself is never released: up to `max(len(stop)) - 1` trailing characters are
-held back until they cannot be the start of a stop string (wire.md 7.3 and 8.4).
+held back until they cannot be the start of a stop string, so a stop string split across two
+tokens is still caught and never reaches the client, as OpenAI-compatible servers behave.
 """
 
 from __future__ import annotations
