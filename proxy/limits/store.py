@@ -10,12 +10,13 @@ import os
 import time
 from collections.abc import Awaitable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import limits
 import limits.aio.storage
 import limits.aio.strategies
 import redis.asyncio as aioredis
+from limits.util import WindowStats
 from loguru import logger
 from redis.exceptions import RedisError
 
@@ -25,6 +26,7 @@ from proxy.limits.counters import CONCURRENCY_TTL, Counters, MemoryCounters, Red
 from proxy.limits.headers import WindowState
 from proxy.limits.scopes import Hold, Limits, OverBudget, Refused, Scope
 from proxy.limits.scripted import BudgetSpent, Refusal, ScopeWindows, ScriptedLimits
+from proxy.limits.windows import MemoryWindows
 from proxy.observability.metrics import Metrics
 
 T = TypeVar("T")
@@ -35,6 +37,16 @@ STORAGE_PAUSE = 1.0  # after a storage fault, seconds before the store is tried 
 PREFIX = "llm-proxy"  # every key this store writes in Redis starts with it
 WINDOW_KEYS_KEPT = 10_000  # Redis key names remembered per (limits, identity)
 UNDO_TRIES = 30  # a failed admission's leases are given back, tried once a pause this often
+
+
+class WindowStrategy(Protocol):
+    """What the store asks of a window strategy (the library's, or MemoryWindows)."""
+
+    async def hit(self, item: limits.RateLimitItem, *identifiers: str, cost: int = 1) -> bool: ...
+    async def test(self, item: limits.RateLimitItem, *identifiers: str, cost: int = 1) -> bool: ...
+    async def get_window_stats(
+        self, item: limits.RateLimitItem, *identifiers: str
+    ) -> WindowStats: ...
 
 
 def _check_first(scope: Scope) -> bool:
@@ -81,8 +93,10 @@ class LimitStore:
             if config.strategy == "fixed-window"
             else limits.aio.strategies.SlidingWindowCounterRateLimiter
         )
-        self._tokens = window(self._storage)
-        self._requests = (
+        self._tokens: WindowStrategy = window(self._storage)
+        if self._memory and config.strategy == "sliding-window-counter":
+            self._tokens = MemoryWindows()  # the same windows, without the storage's layers
+        self._requests: WindowStrategy = (
             limits.aio.strategies.MovingWindowRateLimiter(self._storage)
             if config.strategy == "moving-window"
             else self._tokens

@@ -1,0 +1,85 @@
+"""Sliding-window counters in this process: the `limits` library's sliding-window-counter
+strategy (the same windows, weighting and stats) without its memory storage's layers of
+coroutines, locks and expiry tasks, which cost a request more than the rest of its limits.
+
+A window is aligned on a multiple of its length; a request's count is the current window's
+plus the previous window's weighted by the share of it still inside the sliding window.
+`hit`, `test` and `get_window_stats` answer as the library's strategy does, so the store uses
+either behind one interface (the library's is kept for the other strategies and for Redis).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from math import floor, inf
+
+from limits import RateLimitItem
+from limits.util import WindowStats
+
+SWEEP_AT = 10_000  # windows kept before the stale ones are dropped
+
+
+class MemoryWindows:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        # (limit, identity) -> [window index, its count, the previous window's count]; equal
+        # limits share counts, so a reloaded policy's limits carry on where they were
+        self._windows: dict[tuple[RateLimitItem, str], list[int]] = {}
+
+    def _counts(
+        self, item: RateLimitItem, identifiers: tuple[str, ...], now: float
+    ) -> tuple[list[int], float, float]:
+        """The window (moved on to now), the previous count's weight and the seconds left
+        of the current window."""
+        expiry = item.get_expiry()
+        index = int(now / expiry)
+        key = (item, identifiers[0]) if len(identifiers) == 1 else (item, ":".join(identifiers))
+        window = self._windows.get(key)
+        if window is None:
+            if len(self._windows) >= SWEEP_AT:
+                self._sweep(now)
+            window = self._windows[key] = [index, 0, 0]
+        elif window[0] != index:
+            previous = window[1] if window[0] == index - 1 else 0
+            window[0], window[1], window[2] = index, 0, previous
+        into = now % expiry
+        weight = (expiry - into) / expiry if window[2] else 0.0
+        return window, weight, 2 * expiry - into
+
+    def _sweep(self, now: float) -> None:
+        stale = [
+            key
+            for key, (index, _, _) in self._windows.items()
+            if index < int(now / key[0].get_expiry()) - 1
+        ]
+        for key in stale:
+            del self._windows[key]
+
+    async def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        if cost > item.amount:
+            return False
+        window, weight, _ = self._counts(item, identifiers, self._clock())
+        if floor(window[2] * weight + window[1]) + cost > item.amount:
+            return False
+        window[1] += cost
+        return True
+
+    async def test(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
+        window, weight, _ = self._counts(item, identifiers, self._clock())
+        return window[2] * weight + window[1] < item.amount - cost + 1
+
+    async def get_window_stats(self, item: RateLimitItem, *identifiers: str) -> WindowStats:
+        now = self._clock()
+        window, weight, current_left = self._counts(item, identifiers, now)
+        previous, current = window[2], window[1]
+        remaining = max(0, item.amount - floor(previous * weight + current))
+        if not (previous or current):
+            return WindowStats(now, remaining)
+        expiry = item.get_expiry()
+        previous_reset, current_reset = inf, inf
+        if previous:
+            previous_reset = (weight * expiry) % (expiry / previous)
+        if current:
+            current_reset = current_left % expiry
+        return WindowStats(now + min(previous_reset, current_reset), remaining)
