@@ -241,42 +241,36 @@ def top_level(body: bytes) -> dict[str, msgspec.Raw]:
     return fields
 
 
+_KEY = re.compile(rb'[ \t\n\r]*"((?:[^"\\]|\\.)*)"[ \t\n\r]*:[ \t\n\r]*')
+_AFTER_VALUE = re.compile(rb"[ \t\n\r]*([,}])")
+
+
 def _duplicate_key(body: bytes, fields: dict[str, msgspec.Raw]) -> str | None:
     """Walk the top-level keys in order: each value must be the one the decoder kept for its
-    key (it keeps the last), and no key may come back."""
+    key (it keeps the last), and no key may come back. The body is valid JSON already."""
     seen: set[str] = set()
     position = body.index(b"{") + 1
     for _ in range(len(fields) + 1):
-        position = _skip_space(body, position)
-        if body[position : position + 1] != b'"':
+        found = _KEY.match(body, position)
+        if found is None:
             return None  # the closing brace: every key was seen once
-        end = _string_end(body, position)
-        raw_key = body[position : end + 1]
-        key = raw_key[1:-1].decode() if b"\\" not in raw_key else msgspec.json.decode(raw_key)
+        raw_key = found.group(1)
+        key = raw_key.decode() if b"\\" not in raw_key else _decode_string(raw_key)
+        position = found.end()
         value = fields[key]
-        position = _skip_space(body, _skip_space(body, end + 1) + 1)  # past the colon
         if key in seen or not body.startswith(value, position):
-            return str(key)
+            return key
         seen.add(key)
-        position = _skip_space(body, position + len(value)) + 1  # past the comma
+        after = _AFTER_VALUE.match(body, position + len(value))
+        if after is None or after.group(1) == b"}":
+            return None
+        position = after.end()
     return None
 
 
-def _skip_space(body: bytes, position: int) -> int:
-    while body[position : position + 1] in (b" ", b"\t", b"\n", b"\r"):
-        position += 1
-    return position
-
-
-def _string_end(body: bytes, start: int) -> int:
-    """The index of the quote that ends the JSON string opening at `start`."""
-    end = body.index(b'"', start + 1)
-    while body[end - 1] == 0x5C:  # a backslash: escaped unless the backslash is escaped itself
-        run = len(body[start + 1 : end]) - len(body[start + 1 : end].rstrip(b"\\"))
-        if run % 2 == 0:
-            break
-        end = body.index(b'"', end + 1)
-    return end
+def _decode_string(raw: bytes) -> str:
+    text: str = msgspec.json.decode(b'"' + raw + b'"')
+    return text
 
 
 def upstream_body(
