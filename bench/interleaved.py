@@ -9,7 +9,9 @@ minute compares two machines. Here each pair is measured in short rounds, A and 
 after the other (the order swapped every round), on the same core with the same wrk
 connections; each round gives one ratio A/B (throughput) and one difference of p50 latency,
 and the report gives their median and spread over the rounds. Drift that is slow next to a
-round cancels out of each ratio.
+round cancels out of each ratio. Each process's own CPU time per request is reported beside
+it (from /proc): its ratio is what the throughput ratio would be on a core of their own, and it
+holds when something else competes for the core.
 
 The processes are the ones `bench/run.py` starts (same targets, same pinning: the target on
 core 0, nginx and wrk on core 1); see bench/README.md.
@@ -60,10 +62,17 @@ class Comparison:
     stream: bool
     connections: int
     rounds: list[tuple[WrkResult, WrkResult]] = field(default_factory=list)  # (subject, base)
+    cpu_us: list[tuple[float, float]] = field(default_factory=list)  # CPU per request, each
 
     @property
     def ratios(self) -> list[float]:
         return [s.rps / b.rps for s, b in self.rounds if b.rps > 0]
+
+    @property
+    def cpu_ratios(self) -> list[float]:
+        """Baseline's CPU per request / subject's: the throughput ratio on a core of their
+        own, whatever else runs on the machine (each process's own CPU time is counted)."""
+        return [b / s for s, b in self.cpu_us if s > 0 and b > 0]
 
     @property
     def added_p50_ms(self) -> list[float]:
@@ -93,29 +102,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (0 for a target without a process)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_measured(
+    target: Target, url: str, pid: int | None, point: Comparison, duration: float
+) -> tuple[WrkResult, float]:
+    """One run, and the target's CPU microseconds per request over it."""
+    before = cpu_seconds(pid)
+    result = measure(url, target, point.stream, point.connections, duration)
+    spent = cpu_seconds(pid) - before
+    return result, spent * 1e6 / max(result.requests, 1)
+
+
 def rounds(
     subject: Target,
     baseline: Target,
-    urls: dict[str, str],
+    live: dict[str, tuple[int | None, str]],
     point: Comparison,
     args: argparse.Namespace,
 ) -> None:
     """`args.rounds` runs of each, alternating which goes first."""
     for number in range(args.rounds):
         order = (subject, baseline) if number % 2 == 0 else (baseline, subject)
-        results = {
-            target.name: measure(
-                urls[target.name], target, point.stream, point.connections, args.duration
-            )
-            for target in order
-        }
-        pair = (results[subject.name], results[baseline.name])
+        results = {}
+        for target in order:
+            pid, url = live[target.name]
+            results[target.name] = run_measured(target, url, pid, point, args.duration)
+        pair = (results[subject.name][0], results[baseline.name][0])
         point.rounds.append(pair)
+        point.cpu_us.append((results[subject.name][1], results[baseline.name][1]))
         ratio = pair[0].rps / max(pair[1].rps, 1)
+        cpu = point.cpu_us[-1]
         log(
             f"  round {number + 1}/{args.rounds} {MODE_NAMES[point.stream]:13} "
             f"c={point.connections:<3} {subject.name} {pair[0].rps:8.0f} req/s "
-            f"vs {baseline.name} {pair[1].rps:8.0f} req/s -> {ratio:.3f}x"
+            f"({cpu[0]:.0f} us CPU/req) vs {baseline.name} {pair[1].rps:8.0f} req/s "
+            f"({cpu[1]:.0f} us) -> {ratio:.3f}x, CPU {cpu[1] / max(cpu[0], 1e-9):.3f}x"
         )
 
 
@@ -130,6 +158,7 @@ def compare(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) ->
     if outcome.skipped:
         raise SystemExit(f"could not start: {outcome.skipped}")
     urls = {name: url for name, (_, url) in live.items()}
+    pids = {name: (proc.popen.pid if proc else None, url) for name, (proc, url) in live.items()}
     for name in names:
         for stream in args.modes:
             measure(urls[name], known[name], stream, 16, args.warmup)
@@ -138,7 +167,7 @@ def compare(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) ->
         for stream in args.modes:
             for connections in args.concurrency:
                 point = Comparison(subject, baseline, stream, connections)
-                rounds(known[subject], known[baseline], urls, point, args)
+                rounds(known[subject], known[baseline], pids, point, args)
                 points.append(point)
     return points
 
@@ -163,14 +192,14 @@ def render(points: list[Comparison], args: argparse.Namespace) -> str:
         f"{LOAD_CORE}; load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}.",
         "",
         "| subject / baseline | mode | c | throughput ratio, median (spread) "
-        "| p50 added vs baseline, ms | errors |",
-        "|---|---|---|---|---|---|",
+        "| CPU per request, baseline / subject | p50 added vs baseline, ms | errors |",
+        "|---|---|---|---|---|---|---|",
     ]
     for point in points:
         lines.append(
             f"| {point.subject} / {point.baseline} | {MODE_NAMES[point.stream]} "
-            f"| {point.connections} | {spread(point.ratios)} | {spread(point.added_p50_ms, 3)} "
-            f"| {point.errors} |"
+            f"| {point.connections} | {spread(point.ratios)} | {spread(point.cpu_ratios)} "
+            f"| {spread(point.added_p50_ms, 3)} | {point.errors} |"
         )
     return "\n".join(lines) + "\n"
 

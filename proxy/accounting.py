@@ -39,8 +39,10 @@ class RequestRecord:
     disconnected: bool = False
 
     def _measure(self, metrics: Metrics, duration: float) -> None:
-        overhead = max(duration - self.upstream_seconds - self.waited, 0.0)
-        metrics.record(self.api, self.model, self.route, self.status, duration, overhead)
+        series = metrics.request(self.api, self.model, self.route, self.status)
+        series.requests.inc()
+        series.duration.observe(duration)
+        series.overhead.observe(max(duration - self.upstream_seconds - self.waited, 0.0))
         if self.first_token is not None:
             metrics.child(metrics.first_token, self.model, self.route).observe(self.first_token)
         if self.prompt_tokens or self.completion_tokens:

@@ -105,7 +105,14 @@ class UpstreamExchange:
     @staticmethod
     def _route_gates(
         limiter: Limiter, admission: Admission
-    ) -> tuple[Callable[[Attempt], Awaitable[bool]], Callable[[Attempt], Awaitable[None]]]:
+    ) -> tuple[
+        Callable[[Attempt], Awaitable[bool]] | None, Callable[[Attempt], Awaitable[None]] | None
+    ]:
+        """A route's (and its upstream's) limits admit each attempt; none when no route has
+        any."""
+        if not limiter.routes_limited:
+            return None, None
+
         async def enter(attempt: Attempt) -> bool:
             return await limiter.admit_route(admission, attempt.route.ident, attempt.route.upstream)
 

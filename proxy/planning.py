@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from proxy.errors import UnsupportedEndpointError, UpstreamError, UpstreamNotConfiguredError
+from proxy.errors import UpstreamError, UpstreamNotConfiguredError
 from proxy.formats.base import FrontRequest
 from proxy.policy import Policy, ResolvedModel, Route
 from proxy.routing.dispatch import Attempt, Dispatcher, Plan
@@ -66,10 +66,7 @@ def _plan(planning: Planning, resolved: ResolvedModel, request: FrontRequest) ->
 def _unusable(policy: Policy, resolved: ResolvedModel, request: FrontRequest) -> Exception:
     routes = resolved.policy.routes
     if not any(request.serves(route.serves) for route in routes):
-        return UnsupportedEndpointError(
-            f"The model `{resolved.public}` cannot serve {request.api} requests.",
-            param="model",
-        )
+        return request.unsupported(resolved.public)
     missing = {
         r.upstream: policy.unconfigured[r.upstream]
         for r in routes

@@ -73,6 +73,7 @@ class StreamContext:
     collected: list[bytes] | None = None  # the payloads relayed, kept when the end needs them
     completed: bool = False  # the upstream finished the answer properly
     ending: bool = False  # the proxy is ending it (shutdown)
+    expired: bool = False  # it was open longer than `max_seconds`
     extra: dict[str, Any] = field(default_factory=dict)  # what a format's relay keeps
 
 
@@ -100,8 +101,11 @@ async def relay_stream(
     """Payloads for the client, grouped as they arrived; a ProxyError raised here happened
     after the first byte."""
     task = asyncio.current_task()
+    limit = None
     if task is not None:
         context.open_streams.add(task, context)
+        left = context.max_seconds - (time.perf_counter() - context.record.started)
+        limit = asyncio.get_running_loop().call_later(max(left, 0.0), _expire, task, context)
     try:
         async for payload in _relay(first, failure, rewriter, events, context):
             yield payload
@@ -109,16 +113,18 @@ async def relay_stream(
         count_failure(context, exc)
         raise
     except asyncio.CancelledError:
-        if context.ending and task is not None and task.uncancel() == 0:
-            shutdown = ServiceUnavailableError("The proxy is shutting down; the stream was ended.")
-            count_failure(context, shutdown)
-            raise shutdown from None
-        context.record.disconnected = True
-        raise
+        ended = _ended_by_proxy(context, task)
+        if ended is None:
+            context.record.disconnected = True
+            raise
+        count_failure(context, ended)
+        raise ended from None
     except BaseException:
         context.record.disconnected = True
         raise
     finally:
+        if limit is not None:
+            limit.cancel()
         if task is not None:
             context.open_streams.discard(task)
         try:
@@ -143,9 +149,8 @@ async def _relay(
     yield first
     if failure is not None:
         raise failure
-    deadline = asyncio.get_running_loop().time() + context.max_seconds - record.first_token
     while True:
-        received = await _next(events, deadline, record)
+        received = await _next(events, record)
         if received is None:
             break
         batch, failure = rewriter.batch(received)
@@ -155,28 +160,35 @@ async def _relay(
             yield batch
         if failure is not None:
             raise failure
-        if time.perf_counter() - started > context.max_seconds:
-            raise UpstreamTimeoutError("The stream was open longer than the proxy allows.")
     if not rewriter.complete:
         raise UpstreamError(f"The upstream '{context.upstream}' ended the stream early.")
     context.completed = True
 
 
-async def _next(
-    events: AsyncIterator[list[bytes]], deadline: float, record: RequestRecord
-) -> list[bytes] | None:
-    """The upstream's next batch (None at its end); a silent upstream cannot outlast the
-    stream's time limit."""
+async def _next(events: AsyncIterator[list[bytes]], record: RequestRecord) -> list[bytes] | None:
+    """The upstream's next batch (None at its end), the wait counted as upstream time."""
     waited = time.perf_counter()
     try:
-        async with asyncio.timeout_at(deadline):
-            return await anext(events)
+        return await anext(events)
     except StopAsyncIteration:
         return None
-    except TimeoutError:
-        raise UpstreamTimeoutError("The stream was open longer than the proxy allows.") from None
     finally:
         record.upstream_seconds += time.perf_counter() - waited
+
+
+def _expire(task: asyncio.Task[Any], context: StreamContext) -> None:
+    """The stream's time limit (one timer per stream, not a timeout per read)."""
+    context.expired = True
+    task.cancel()
+
+
+def _ended_by_proxy(context: StreamContext, task: asyncio.Task[Any] | None) -> ProxyError | None:
+    """The error a stream the proxy cancelled itself ends with (None: the client left)."""
+    if task is None or not (context.ending or context.expired) or task.uncancel() > 0:
+        return None
+    if context.ending:
+        return ServiceUnavailableError("The proxy is shutting down; the stream was ended.")
+    return UpstreamTimeoutError("The stream was open longer than the proxy allows.")
 
 
 def count_failure(context: StreamContext, exc: ProxyError) -> None:

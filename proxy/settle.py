@@ -89,7 +89,12 @@ class Settlement:
         self._close_attempt(flight)
         self._keep_in_cache(flight)
         self._account(flight)
-        self.spawn(self._charge_and_tell(flight))
+        if self._needs_storage(flight):
+            self.spawn(self._charge_and_tell(flight))
+        else:  # the common end: nothing to charge, nothing to keep; no task for it
+            if flight.admission is not None:
+                flight.admission.finished = True
+            self._tell(flight)
 
     def _close_attempt(self, flight: InFlight) -> None:
         attempt = flight.attempt
@@ -105,14 +110,15 @@ class Settlement:
         lookup, flow = flight.lookup, flight.services.cache_flow
         attempt, answer, request = flight.attempt, flight.answer, flight.request
         if (
-            lookup.entry is None
+            lookup.decision is not None  # nothing to keep: the cache was not asked
+            and lookup.entry is None
             and attempt is not None
             and answer is not None
             and request is not None
             and flight.record.error is None
             and request.keepable(answer)
         ):
-            flow.store(lookup, answer, attempt.route.label, flight.record.target or "")
+            request.keep(flow, lookup, answer, attempt.route.label, flight.record.target or "")
         else:
             flow.land(lookup, None)  # e.g. failed or cancelled: followers go on alone
 
@@ -138,6 +144,16 @@ class Settlement:
                 )
         if flight.answer is not None and flight.request is not None and record.error is None:
             await flight.request.finish(flight.answer)
+
+    @staticmethod
+    def _needs_storage(flight: InFlight) -> bool:
+        """Does this end await anything (a charge, a release, what the door keeps)?"""
+        request, admission = flight.request, flight.admission
+        if flight.answer is not None and request is not None and request.keeps_answer:
+            return True
+        if admission is None or admission.finished:
+            return False
+        return flight.services.limiter.to_settle(admission)
 
     async def _charge_and_tell(self, flight: InFlight) -> None:
         try:

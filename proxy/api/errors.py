@@ -1,4 +1,5 @@
-"""One renderer for every error: ours, Litestar's and the unexpected, all in OpenAI's envelope."""
+"""One renderer for every error: ours, Litestar's and the unexpected, in the envelope of the
+front door the request came by (OpenAI's, or Anthropic's under /v1/messages)."""
 
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ from proxy.errors import (
 )
 from proxy.formats.base import FrontDoor
 from proxy.formats.chat import CHAT
+from proxy.formats.messages import MESSAGES
 
 
 def render(request: AnyRequest, error: ProxyError) -> Response[bytes]:
     """The error in the envelope of the front door the request came in by (OpenAI's for
     everything but Anthropic's Messages API)."""
-    door: FrontDoor = request.scope.get("state", {}).get("door") or CHAT
+    door: FrontDoor = request.scope.get("state", {}).get("door") or door_of_path(request)
     headers = error.response_headers()
     headers.update(door.id_headers(request_id_of(request)))
     return Response(
@@ -36,6 +38,15 @@ def render(request: AnyRequest, error: ProxyError) -> Response[bytes]:
         media_type="application/json",
         headers=headers,
     )
+
+
+def door_of_path(request: AnyRequest) -> FrontDoor:
+    """For an error before any handler ran (unknown path, wrong method): the door whose
+    paths it was sent to."""
+    path = request.scope.get("path", "")
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return MESSAGES
+    return CHAT
 
 
 def proxy_error(request: AnyRequest, exc: ProxyError) -> Response[bytes]:

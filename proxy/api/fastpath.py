@@ -23,7 +23,7 @@ from loguru import logger
 
 from proxy.api.protocol import DISCONNECT_HOOK, ON_DISCONNECT
 from proxy.errors import InternalError, InvalidRequestError, ProxyError, RequestTooLargeError
-from proxy.formats.base import FrontDoor
+from proxy.formats.base import FrontDoor, door_credential
 from proxy.gateway import Gateway
 from proxy.ids import new_request_id, request_id_from
 
@@ -146,7 +146,7 @@ class _Exchange:
             elif name == CACHE_CONTROL or name in wanted:
                 found[name.decode("latin-1")] = value.decode("latin-1")
         self.request_id = request_id_from(sent)
-        return authorization, found
+        return door_credential(self.door, authorization, found), found
 
     async def _body(self) -> bytes:
         """The request body; more than the policy allows is a 413 as soon as it shows."""

@@ -32,6 +32,10 @@ Background = Coroutine[Any, Any, None]
 
 class CacheBackend(Protocol):
     async def get(self, key: str) -> bytes | None: ...
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """Several values at once (one round trip for Redis), in the order of `keys`."""
+        ...
+
     async def set(self, key: str, value: bytes, ttl: float) -> None: ...
 
     def put(self, key: str, value: bytes, ttl: float) -> Background | None:
@@ -59,6 +63,9 @@ class MemoryBackend:
             return None
         self._entries.move_to_end(key)
         return value
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         self.put(key, value, ttl)
@@ -104,6 +111,9 @@ class DiskBackend:
             return queued[0]
         value = self._cache.get(key)
         return value if isinstance(value, bytes) else None
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        return [await self.get(key) for key in keys]
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         await asyncio.to_thread(self._cache.set, key, value, expire=ttl)
@@ -153,6 +163,10 @@ class RedisBackend:
     async def get(self, key: str) -> bytes | None:
         value = await self._redis.get(REDIS_PREFIX + key)
         return value if isinstance(value, bytes) else None
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        values = await self._redis.mget([REDIS_PREFIX + key for key in keys])
+        return [value if isinstance(value, bytes) else None for value in values]
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         await self._redis.set(REDIS_PREFIX + key, value, px=max(int(ttl * 1000), 1))

@@ -71,6 +71,24 @@ class ResponseCache:
             return None
         return entry
 
+    async def get_many(self, keys: list[str], max_age: float | None) -> list[Entry | None]:
+        """`get` for several keys at once (one Redis round trip), in the order of `keys`."""
+        if self.backend is None or not keys:
+            return [None] * len(keys)
+        raws = await self._guard(self.backend.get_many(keys), None)
+        if raws is None:
+            return [None] * len(keys)
+        oldest = time.time() - max_age if max_age is not None else None
+        entries: list[Entry | None] = []
+        for raw in raws:
+            try:
+                entry = _decode_entry(raw) if raw is not None else None
+            except msgspec.DecodeError:
+                entry = None
+            fresh = entry is not None and (oldest is None or entry.stored_at >= oldest)
+            entries.append(entry if fresh else None)
+        return entries
+
     def fill(
         self, key: str, body: bytes, route: str, ttl: float, target: str | None = None
     ) -> Entry | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from proxy.config import ParamBounds
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, UnsupportedEndpointError
 from proxy.upstreams.base import Api, UpstreamCall
 
 if TYPE_CHECKING:
@@ -65,6 +65,13 @@ class FrontRequest:
         """Can an upstream taking `formats` answer this request (natively or translated)?"""
         return self.api in formats or "chat" in formats
 
+    def unsupported(self, model: str) -> ProxyError:
+        """The error when no route of `model` serves this request (e.g. a door's feature
+        that only a native route can carry names its field)."""
+        return UnsupportedEndpointError(
+            f"The model `{model}` cannot serve {self.api} requests.", param="model"
+        )
+
     def call(self, route: Route, upstream_model: str, request_id: str) -> UpstreamCall:
         """The call for one route, in the format that route takes (`route.serves`). Built
         before the attempt starts, so a request a route cannot take fails before any
@@ -81,6 +88,11 @@ class FrontRequest:
     ) -> Lookup:
         """The cache step: by default one entry per whole answer."""
         return await flow.lookup(model_cache, self, namespace, model, cache_control)
+
+    def keep(self, flow: CacheFlow, lookup: Lookup, answer: bytes, route: str, target: str) -> None:
+        """The cache fill after a successful answer (and the single flight's followers let
+        go); by default the whole answer under the key `look_up` read."""
+        flow.store(lookup, answer, route, target)
 
     def answer(
         self, reply: bytes, call: UpstreamCall, public: str, upstream: str, record: RequestRecord
@@ -151,3 +163,19 @@ class FrontDoor(Protocol):
     def whole_frames(self, payloads: list[bytes]) -> bytes:
         """A whole stream known at once (a cache hit), as one body."""
         ...
+
+
+KEY_HEADER = b"x-api-key"
+
+
+def door_credential(
+    door: FrontDoor, authorization: str | None, headers: dict[str, str]
+) -> str | None:
+    """The credential the gateway checks. A door whose clients may send their key in
+    `x-api-key` (Anthropic's) lists that header among its `headers`: the key is then checked
+    as the bearer token it stands for (and taken out of the headers the pipeline reads), and
+    wins over an Authorization header."""
+    if KEY_HEADER not in door.headers:
+        return authorization
+    key = headers.pop(KEY_HEADER.decode(), None)
+    return f"Bearer {key}" if key else authorization

@@ -243,6 +243,7 @@ class _ChunkView(msgspec.Struct):
 
 
 _view_decoder = msgspec.json.Decoder(_ChunkView)
+_batch_decoder = msgspec.json.Decoder(list[_ChunkView])
 
 
 class ChunkRewriter:
@@ -270,9 +271,13 @@ class ChunkRewriter:
             ) from None
         except msgspec.ValidationError:
             return self._slow(event)
+        return self._rewrite(event, view)
+
+    def _rewrite(self, event: bytes, view: _ChunkView) -> bytes | None:
+        """One chunk for the client, from its bytes and what the proxy read of them."""
         if view.error:
-            raise UpstreamError(f"The upstream '{context.upstream}' failed during the stream.")
-        record = context.record
+            raise UpstreamError(f"The upstream '{self.context.upstream}' failed during the stream.")
+        record = self.context.record
         for choice in view.choices or ():
             if choice.finish_reason:
                 self.finished.add(choice.index)
@@ -304,18 +309,27 @@ class ChunkRewriter:
 
     def batch(self, events: list[bytes]) -> tuple[list[bytes], ProxyError | None]:
         """The rewritten chunks, and the failure that stopped the batch (the chunks before
-        it still reach the client)."""
+        it still reach the client). A network read's chunks are read in one decoder call;
+        when one of them is not in the usual form, each is taken on its own."""
+        try:
+            views = _batch_decoder.decode(b"[" + b",".join(events) + b"]")
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            views = None
         out: list[bytes] = []
-        failure = None
-        for event in events:
-            try:
-                payload = self(event)
-            except ProxyError as exc:
-                failure = exc
-                break
-            if payload is not None:
-                out.append(payload)
-        return out, failure
+        try:
+            if views is not None:
+                for event, view in zip(events, views, strict=True):
+                    payload = self._rewrite(event, view)
+                    if payload is not None:
+                        out.append(payload)
+            else:
+                for event in events:
+                    payload = self(event)
+                    if payload is not None:
+                        out.append(payload)
+        except ProxyError as exc:
+            return out, exc
+        return out, None
 
     @property
     def complete(self) -> bool:

@@ -50,6 +50,7 @@ class Limiter:
         # every model on one deployment is the upstream's `limits`)
         self.routes: dict[str, Limits | None] = {}
         self.prices: dict[str, PriceConfig] = dict(config.prices)
+        self.priced = bool(config.prices)
         self.route_prices: dict[str, PriceConfig] = {}
         for name, model in config.models.items():
             for index, route in enumerate(model.routes):
@@ -57,6 +58,9 @@ class Limiter:
                 self.routes[ident] = compile_limits("route", route.limits)
                 if route.price is not None:
                     self.route_prices[ident] = route.price
+                    self.priced = True
+        # whether any route or upstream has limits: without, attempts need no admission
+        self.routes_limited = any(self.routes.values()) or any(self.upstreams.values())
 
     def key_limits(self, caller: Caller) -> Limits | None:
         """The key's own limits, else `limits.default` (which also covers anonymous)."""
@@ -130,6 +134,8 @@ class Limiter:
         if admission.finished:
             return 0.0
         admission.finished = True
+        if not self.to_settle(admission):
+            return 0.0
         served = admission.route_holds.get(route, []) if route else []
         ends = [(hold, True) for hold in admission.holds + served]
         for ident, holds in admission.route_holds.items():
@@ -146,6 +152,13 @@ class Limiter:
         await self.store.settle(ends, prompt + completion, spend)
         admission.route_holds.clear()
         return usd
+
+    def to_settle(self, admission: Admission) -> bool:
+        """Does the end of this request charge or release anything (a token window, a
+        concurrency slot, a route's hold, a price)? When not, it needs no storage at all."""
+        if self.priced or admission.route_holds:
+            return True
+        return any(hold.entered or hold.limits.tokens for hold in admission.holds)
 
     async def release(self, admission: Admission) -> None:
         for hold in admission.holds:

@@ -4,6 +4,7 @@ in the README (Observability) and docs/semantics.md (metric labels)."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -13,6 +14,15 @@ from prometheus_client.metrics import MetricWrapperBase
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 8, 15, 30, 60, 120, 300, 600)
 FIRST_TOKEN_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSeries:
+    """The labelled children a request's end touches."""
+
+    requests: Any
+    duration: Any
+    overhead: Any
 
 
 class Metrics:
@@ -89,6 +99,7 @@ class Metrics:
         )
         self.reloads = Counter("llm_proxy_config_reloads", "Policy reloads", ["result"], registry=r)
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._series: dict[tuple[str, str, str, int], RequestSeries] = {}
 
     def set_route_up(self, label: str, up: bool) -> None:
         self.child(self.route_up, label).set(1.0 if up else 0.0)
@@ -101,12 +112,17 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def record(
-        self, api: str, model: str, route: str, status: int, duration: float, overhead: float
-    ) -> None:
-        self.child(self.requests, model, route, str(status), api).inc()
-        self.child(self.duration, model, route, api).observe(duration)
-        self.child(self.overhead, model).observe(overhead)
+    def request(self, api: str, model: str, route: str, status: int) -> RequestSeries:
+        """The series one request ends in, found with one look-up (cached per label set)."""
+        key = (api, model, route, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = RequestSeries(
+                self.child(self.requests, model, route, str(status), api),
+                self.child(self.duration, model, route, api),
+                self.child(self.overhead, model),
+            )
+        return series
 
     def record_tokens(self, model: str, route: str, prompt: int, completion: int) -> None:
         self.child(self.tokens, model, route, "prompt").inc(prompt)

@@ -16,6 +16,10 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Return the data of every event completed by `chunk`."""
+        if not self._pending and not self._data:
+            plain = _plain_events(chunk)
+            if plain is not None:
+                return plain
         buffer = self._pending + chunk if self._pending else chunk
         if b"\r" in buffer:
             keep_cr = buffer.endswith(b"\r")  # a CRLF may be split across chunks
@@ -50,3 +54,19 @@ class SSEDecoder:
             value = line[5:]
             self._data.append(value[1:] if value.startswith(b" ") else value)
         # comments (":"), event:, id: and retry: carry nothing a chat stream needs
+
+
+def _plain_events(chunk: bytes) -> list[bytes] | None:
+    """The events of a chunk in the form nearly every server sends (whole `data: <one line>`
+    events ended by a blank line, LF only), found without going line by line; None for
+    anything else, which the line-by-line decoder takes."""
+    if not chunk.endswith(b"\n\n") or b"\r" in chunk:
+        return None
+    parts = chunk.split(b"\n\n")
+    parts.pop()  # the empty tail after the last blank line
+    events = []
+    for part in parts:
+        if part[:6] != b"data: " or b"\n" in part:
+            return None
+        events.append(part[6:])
+    return events
