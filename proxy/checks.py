@@ -143,6 +143,8 @@ def _check_upstreams(data: dict[str, Any], add: Report) -> None:
         api = upstream.get("api", "text-generation")
         if upstream.get("type") == "huggingface" and api == "tgi" and "base_url" not in upstream:
             add(("upstreams", name, "base_url"), "api 'tgi' needs the TGI server's base_url")
+        if upstream.get("type") == "huggingface" and api == "tei" and "base_url" not in upstream:
+            add(("upstreams", name, "base_url"), "api 'tei' needs the TEI server's base_url")
         template = upstream.get("chat_template", "chatml")
         if upstream.get("type") == "huggingface" and api != "chat" and isinstance(template, str):
             problem = _template_problem(template)

@@ -1,5 +1,7 @@
 """HuggingFace upstreams: the Inference Providers router and TGI's /v1 (`api: chat`), the
-classic task API (`api: text-generation`) and a TGI server's /generate (`api: tgi`).
+classic task API (`api: text-generation`, which also embeds through its feature-extraction
+pipeline), a TGI server's /generate (`api: tgi`) and a TEI server's /embed (`api: tei`,
+embeddings only; hf_embed).
 
 Translation is pure (hf_chat, hf_textgen, chat_templates); this module only sends the
 payload and hands the reply, or each network read of a stream, to the translation.
@@ -21,6 +23,7 @@ from proxy.upstreams.base import UpstreamCall
 from proxy.upstreams.chat_templates import ChatTemplate
 from proxy.upstreams.hf_chat import ChatTranslation
 from proxy.upstreams.hf_common import StreamTranslator, Translation
+from proxy.upstreams.hf_embed import EMBEDDERS
 from proxy.upstreams.hf_errors import hf_error
 from proxy.upstreams.hf_textgen import TextGenTranslation
 from proxy.upstreams.http import client_timeout, new_session, read_events, translated_errors
@@ -82,9 +85,6 @@ MODES: dict[str, Callable[[str, HuggingFaceUpstreamConfig, str], _Mode]] = {
 
 
 class HuggingFaceUpstream:
-    native_apis: frozenset[str] = frozenset()
-    generates = True
-
     def __init__(
         self,
         name: str,
@@ -94,7 +94,11 @@ class HuggingFaceUpstream:
         self.name = name
         self.config = config
         base_url = (config.base_url or HF_DEFAULT_BASE_URLS.get(config.api, "")).rstrip("/")
-        self._mode = MODES[config.api](name, config, base_url)
+        mode, embedder = MODES.get(config.api), EMBEDDERS.get(config.api)
+        self._mode = mode(name, config, base_url) if mode is not None else None
+        self._embedder = embedder(base_url) if embedder is not None else None
+        self.generates = self._mode is not None  # TEI only embeds
+        self.native_apis = frozenset({"embeddings"} if self._embedder else ())
         self._session = session or new_session(config.max_connections)
         self._headers = {"Content-Type": "application/json", **config.headers}
         if config.api_key:
@@ -142,6 +146,8 @@ class HuggingFaceUpstream:
 
     def _translate(self, call: UpstreamCall, stream: bool) -> tuple[str, Translation]:
         """Before any network call: a request this mode cannot honour is a 400 here."""
+        if self._mode is None:
+            raise UpstreamError(f"The upstream '{self.name}' only embeds (api: tei).")
         url, translation = self._mode.translate(call, stream)
         if translation.ignored:
             logger.debug(
@@ -170,7 +176,18 @@ class HuggingFaceUpstream:
         )
 
     async def embed(self, call: UpstreamCall) -> bytes:
-        raise UpstreamError(f"The upstream '{self.name}' cannot embed.")
+        embedder = self._embedder
+        if embedder is None:
+            raise UpstreamError(f"The upstream '{self.name}' cannot embed.")
+        translation = embedder.translate(call)  # a request it cannot take: a 400, no call
+        loop = asyncio.get_running_loop()
+        with translated_errors(self.name):
+            async with asyncio.timeout_at(loop.time() + call.timeouts.total):
+                async with self._post(translation.url, translation.payload, call) as response:
+                    body = await response.read()
+                    if response.status != 200:
+                        raise embedder.error(self.name, response.status, body, response.headers)
+                    return translation.reply(body, response.headers, self.name)
 
     async def close(self) -> None:
         await self._session.close()
