@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 import msgspec
 from msgspec import Meta
@@ -285,6 +286,32 @@ class ResponsesConfig(Section, frozen=True):
     url: NonEmpty | None = None  # redis only; default: limits.storage
 
 
+StoreUrl = Annotated[str, Meta(pattern=r"^(sqlite:///.+|postgres(ql)?://.+)$")]
+
+
+class AdminConfig(Section, frozen=True):
+    """Operators: runtime keys, the usage ledger and the admin API. Off unless `key` is set."""
+
+    key: str | None = None  # admin calls carry Authorization: Bearer <key>; empty: admin off
+    # sqlite:///relative/path, sqlite:////absolute/path or postgresql://...;
+    # None: sqlite:///<cache.path>/admin.db
+    store: StoreUrl | None = None
+    ui: bool = True  # serve the console at /ui
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.key)
+
+    def secrets(self) -> list[str]:
+        """What must never be shown: the admin key and a password in the store's URL."""
+        found = [self.key] if self.key else []
+        if self.store and "@" in self.store:
+            credentials = self.store.split("://", 1)[-1].rsplit("@", 1)[0]
+            _, _, password = credentials.partition(":")
+            found += [password, unquote(password)] if password else []
+        return found
+
+
 class ProxyConfig(Section, frozen=True):
     server: ServerConfig = ServerConfig()
     upstreams: dict[str, UpstreamConfig] = {}
@@ -301,6 +328,7 @@ class ProxyConfig(Section, frozen=True):
     metrics: MetricsConfig = MetricsConfig()
     tracing: TracingConfig = TracingConfig()
     responses: ResponsesConfig = ResponsesConfig()
+    admin: AdminConfig = AdminConfig()
 
 
 UPSTREAM_TYPES: tuple[str, ...] = tuple(

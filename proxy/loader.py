@@ -87,7 +87,8 @@ def load_text(
     problems: list[Problem] = []
     unconfigured: dict[str, str] = {}
     secrets: list[str] = []
-    data = _Interpolation(environ, lines, problems, unconfigured, secrets).walk(data, ())
+    interpolation = _Interpolation(environ, lines, problems, unconfigured, secrets)
+    data = interpolation.walk(data, ())
     overridden = apply_env_overrides(data, environ)
     problems = _schema_problems(data, lines, problems)
     problems += _cross_field_problems(data, lines)
@@ -95,11 +96,15 @@ def load_text(
         problems.sort(key=lambda p: (p.line or 0, p.path))
         raise ConfigError(source, problems)
     config = msgspec.convert(data, ProxyConfig)
+    secrets += config.admin.secrets()
+    # an api_key written into the file is as secret as one read from the environment
+    secrets += [upstream.api_key for upstream in config.upstreams.values() if upstream.api_key]
     loaded = LoadedConfig(config, source, text, unconfigured, overridden, secrets=secrets)
     loaded.warnings += [
         f"upstream '{name}' is not configured: environment variable {var} is not set"
         for name, var in unconfigured.items()
     ]
+    loaded.warnings += interpolation.warnings
     return loaded
 
 
@@ -162,6 +167,9 @@ def _is_credential(path: KeyPath) -> bool:
     return len(path) >= 3 and path[0] == "upstreams" and path[2] in ("api_key", "headers")
 
 
+ADMIN_KEY_PATH: KeyPath = ("admin", "key")  # unset: the admin API stays off (a warning)
+
+
 @dataclass
 class _Interpolation:
     env: Mapping[str, str]
@@ -169,6 +177,7 @@ class _Interpolation:
     problems: list[Problem]
     unconfigured: dict[str, str]
     secrets: list[str]
+    warnings: list[str] = field(default_factory=list)
 
     def walk(self, value: Any, path: KeyPath) -> Any:
         if isinstance(value, dict):
@@ -201,6 +210,9 @@ class _Interpolation:
     def report_missing(self, name: str, path: KeyPath) -> None:
         if _is_credential(path):
             self.unconfigured.setdefault(str(path[1]), name)
+            return
+        if path == ADMIN_KEY_PATH:
+            self.warnings.append(f"admin is off: environment variable {name} is not set")
             return
         message = f"environment variable {name} is not set (and no default is given)"
         self.problems.append(Problem(format_path(path), line_of(self.lines, path), message))

@@ -157,3 +157,64 @@ llm-proxy.io/worker: {{ .worker.name }}
 {{- define "llm-proxy.minReplicas" -}}
 {{- if .Values.autoscaling.enabled }}{{ .Values.autoscaling.minReplicas }}{{ else }}{{ .Values.replicaCount }}{{ end }}
 {{- end }}
+
+{{/* Operators' backend (admin). The policy reads the admin key from $LLM_PROXY_ADMIN_KEY and
+the store from $LLM_PROXY_ADMIN_STORE: PostgreSQL from a Secret, else a SQLite file on the
+admin volume (one replica only). */}}
+{{- define "llm-proxy.adminPostgres" -}}
+{{- if and .Values.admin.enabled (or .Values.admin.postgresql.url .Values.admin.postgresql.existingSecret) }}true{{ end }}
+{{- end }}
+
+{{- define "llm-proxy.adminSqlite" -}}
+{{- if and .Values.admin.enabled (not (include "llm-proxy.adminPostgres" .)) }}true{{ end }}
+{{- end }}
+
+{{/* The Secret the chart makes for admin ("" when none): the key from admin.key, the URL
+from admin.postgresql.url. */}}
+{{- define "llm-proxy.adminSecretName" -}}
+{{- $admin := .Values.admin }}
+{{- if and $admin.enabled (or (and $admin.key (not $admin.existingSecret)) (and $admin.postgresql.url (not $admin.postgresql.existingSecret))) }}
+{{- printf "%s-admin" (include "llm-proxy.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "llm-proxy.adminClaimName" -}}
+{{- .Values.admin.sqlite.persistence.existingClaim | default (printf "%s-admin" (include "llm-proxy.fullname" .)) }}
+{{- end }}
+
+{{/* LLM_PROXY_ADMIN_KEY and LLM_PROXY_ADMIN_STORE env entries, or nothing; the guards. */}}
+{{- define "llm-proxy.adminEnv" -}}
+{{- $admin := .Values.admin }}
+{{- if $admin.enabled }}
+{{- if and $admin.key $admin.existingSecret }}
+{{- fail "admin: set only one of admin.key and admin.existingSecret" }}
+{{- end }}
+{{- if not (or $admin.key $admin.existingSecret) }}
+{{- fail "admin.enabled: set admin.existingSecret (a Secret holding the admin key) or admin.key" }}
+{{- end }}
+{{- if and $admin.postgresql.url $admin.postgresql.existingSecret }}
+{{- fail "admin.postgresql: set only one of url and existingSecret" }}
+{{- end }}
+{{- if not (and (contains "${LLM_PROXY_ADMIN_KEY}" .Values.policy) (contains "${LLM_PROXY_ADMIN_STORE" .Values.policy)) }}
+{{- fail "admin.enabled: the policy needs admin: {key: \"${LLM_PROXY_ADMIN_KEY}\", store: \"${LLM_PROXY_ADMIN_STORE:-sqlite:///admin.db}\"} (as the default policy has)" }}
+{{- end }}
+{{- if and (include "llm-proxy.adminSqlite" .) (or (gt (int (include "llm-proxy.minReplicas" .)) 1) .Values.autoscaling.enabled) }}
+{{- fail "admin: with more than one replica the runtime keys and the usage ledger must be shared: set admin.postgresql.url or admin.postgresql.existingSecret (or replicaCount: 1)" }}
+{{- end }}
+{{- $generated := include "llm-proxy.adminSecretName" . }}
+- name: LLM_PROXY_ADMIN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $admin.existingSecret | default $generated }}
+      key: {{ ternary $admin.existingSecretKey "LLM_PROXY_ADMIN_KEY" (not (empty $admin.existingSecret)) }}
+- name: LLM_PROXY_ADMIN_STORE
+{{- if include "llm-proxy.adminPostgres" . }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $admin.postgresql.existingSecret | default $generated }}
+      key: {{ ternary $admin.postgresql.existingSecretKey "LLM_PROXY_ADMIN_STORE" (not (empty $admin.postgresql.existingSecret)) }}
+{{- else }}
+  value: "sqlite:////var/lib/llm-proxy/admin.db"
+{{- end }}
+{{- end }}
+{{- end }}
