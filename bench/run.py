@@ -40,7 +40,16 @@ from bench.upstream import HEALTH_PATH, nginx_argv  # noqa: E402
 
 TARGET_CORE, LOAD_CORE = 0, 1
 RESULTS = REPO / "bench" / "results"
-MARKERS = {False: b'"chat.completion"', True: b"data: [DONE]"}
+MARKERS = {  # what a good answer holds, by (body format, stream?)
+    ("chat", False): b'"chat.completion"',
+    ("chat", True): b"data: [DONE]",
+    ("messages", False): b'"type":"message"',
+    ("messages", True): b"event: message_stop",
+    ("responses", False): b'"object":"response"',
+    ("responses", True): b"event: response.completed",
+    ("responses-stored", False): b'"object":"response"',
+    ("responses-stored", True): b"event: response.completed",
+}
 IMPORTS = "bench.passthrough,proxy,proxy.api.server"  # the first one is the baseline
 
 
@@ -79,8 +88,12 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def request_body(model: str, stream: bool) -> bytes:
+def request_body(model: str, stream: bool, api: str = "chat") -> bytes:
     body: dict[str, object] = {"model": model, "messages": [{"role": "user", "content": "Hi"}]}
+    if api == "messages":
+        body["max_tokens"] = 256  # required by the Messages API
+    if api.startswith("responses"):
+        body = {"model": model, "input": "Hi", **({"store": False} if api == "responses" else {})}
     if stream:
         body["stream"] = True
     return json.dumps(body).encode()
@@ -92,11 +105,11 @@ def check(target: Target, port: int, modes: list[bool]) -> str | None:
         call = target.calls[stream]
         try:
             status, data = procs.http_request(
-                port, "POST", call.path, request_body(call.model, stream), key=target.key
+                port, "POST", call.path, request_body(call.model, stream, call.api), key=target.key
             )
         except OSError as exc:
             return f"{MODE_NAMES[stream]} request failed: {exc}"
-        if status != 200 or MARKERS[stream] not in data:
+        if status != 200 or MARKERS[(call.api, stream)] not in data:
             return f"{MODE_NAMES[stream]} request answered {status}: {data[:300]!r}"
     return None
 
@@ -142,7 +155,7 @@ def measure(
     call = target.calls[stream]
     return wrk.run(
         url + call.path, connections=connections, duration=duration, model=call.model,
-        stream=stream, key=target.key, core=LOAD_CORE,
+        stream=stream, key=target.key, core=LOAD_CORE, api=call.api,
     )  # fmt: skip
 
 

@@ -46,10 +46,11 @@ class Command:
 
 @dataclass(frozen=True)
 class Call:
-    """The request wrk sends: path and model (``stream`` comes from the mode)."""
+    """The request wrk sends: path, model and body format (``stream`` comes from the mode)."""
 
     path: str
     model: str
+    api: str = "chat"  # or "messages": an Anthropic Messages body (bench/messages.py)
 
 
 @dataclass(frozen=True)
@@ -178,4 +179,10 @@ def registry(asgi: list[str]) -> dict[str, Target]:
     from bench.tgi_upstream import hf_textgen_target
 
     targets.append(hf_textgen_target())
+    from bench.messages import messages_target
+
+    targets.append(messages_target())
+    from bench.responses import responses_targets
+
+    targets += responses_targets()
     return {t.name: t for t in targets}

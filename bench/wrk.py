@@ -57,12 +57,14 @@ def run(
     stream: bool,
     key: str,
     core: int = 1,
+    api: str = "chat",
 ) -> WrkResult:
-    """One wrk run (one thread, ``connections`` keep-alive connections) pinned to ``core``."""
+    """One wrk run (one thread, ``connections`` keep-alive connections) pinned to ``core``;
+    ``api`` is the body's format (chat, or messages: Anthropic's, with max_tokens)."""
     argv = [
         "taskset", "-c", str(core),
         "wrk", "-t1", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s", "--latency",
-        "-s", str(LUA), url, "--", model, "1" if stream else "0", key,
+        "-s", str(LUA), url, "--", model, "1" if stream else "0", key, api,
     ]  # fmt: skip
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not _RPS.search(done.stdout):

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from proxy.accounting import RequestRecord
 from proxy.cache.cache import ResponseCache
@@ -31,6 +31,12 @@ from proxy.errors import (
 from proxy.exchange import Result, UpstreamExchange, route_header
 from proxy.formats.base import DecodeContext, FrontDoor, FrontRequest
 from proxy.formats.chat import CHAT
+from proxy.formats.embeddings.inprocess import EmbeddingInput, embeddings
+from proxy.formats.embeddings.wire import EmbeddingList, EncodingFormat
+from proxy.formats.messages.inprocess import MessageResult, StreamEvent, send_messages
+from proxy.formats.responses import build_store, store_settings
+from proxy.formats.responses.client import create_response
+from proxy.formats.responses.wire import ResponseEvent, ResponseObject
 from proxy.inprocess import InProcess
 from proxy.keys import Caller, ClientKey
 from proxy.limits.limiter import Limiter
@@ -51,6 +57,9 @@ from proxy.settle import InFlight, Settlement, spawner
 from proxy.status import GatewayStatus
 from proxy.upstreams.pool import UpstreamPool
 from proxy.wire import ChatCompletion, ChatCompletionChunk, Model, ModelList
+
+if TYPE_CHECKING:
+    from proxy.admin.runtime import AdminRuntime
 
 NO_HEADERS: Mapping[str, str] = {}
 ReadBody = Callable[[], Awaitable[bytes]]
@@ -90,8 +99,14 @@ class Gateway:
         self.status = GatewayStatus(self)
         self.inprocess = InProcess(self)
         self.door_services: dict[str, Any] = {}  # what a front door needs to decode (by api)
+        self.door_services["responses"] = build_store(config)
         # keys made at run time (the operators' store keeps it current), by sha256 digest
         self.runtime_keys: dict[bytes, ClientKey] = {}
+        self.admin: AdminRuntime | None = None
+        if config.admin.enabled:  # imported only then: the store's driver loads with it
+            from proxy.admin.runtime import AdminRuntime
+
+            self.admin = AdminRuntime(self, config.admin)
         self.started = False
         self.draining = False
         self.last_reload: dict[str, Any] | None = None
@@ -131,6 +146,8 @@ class Gateway:
             self.shared = SharedHealth(storage, self.board)
             await self.shared.start(self._labels(policy))
             self.services.dispatcher.claim_trial = self.shared.claim_trial
+        if self.admin is not None:
+            await self.admin.start()
         self.started = True
 
     @staticmethod
@@ -174,6 +191,9 @@ class Gateway:
         else:
             limiter = Limiter(config, self.metrics, Path(config.cache.path))
             self.spawn(old.limiter.close())
+        if store_settings(config) != store_settings(old.policy.config):
+            self.spawn(self.door_services["responses"].close())
+            self.door_services["responses"] = build_store(config)
         self.redactor.update(policy.secrets)
         self.services = Services(
             policy=policy,
@@ -184,6 +204,8 @@ class Gateway:
             tracing=tracing,
             access_log=AccessLog(config.logging, self.redactor),
         )
+        if self.admin is not None:
+            self.admin.policy_applied(config.admin)
 
     def end_streams(self) -> int:
         """End every stream still open with an in-band error (the drain time is over)."""
@@ -193,9 +215,13 @@ class Gateway:
         self.started = False
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+        self.services.access_log.flush()
+        if self.admin is not None:  # after the background settlements: the ledger has them all
+            await self.admin.close()
         await self.upstreams.close()
         await self.services.limiter.close()
         await self.services.cache.close()
+        await self.door_services["responses"].close()
         if self.shared is not None:
             await self.shared.close()
             self.shared = None
@@ -346,6 +372,13 @@ class Gateway:
             return Result(headers, body=answer)
         return Result(headers, whole_stream=request.replay(answer))
 
+    def resolve(
+        self, caller: Caller, request: FrontRequest, headers: Mapping[str, str]
+    ) -> ResolvedModel:
+        """The model a request is served as, as the pipeline decides it (allow-list, rules,
+        resolution), for what answers without an upstream's generation (count_tokens)."""
+        return self._resolve(self.policy, caller, request, headers)
+
     def _resolve(
         self,
         policy: Policy,
@@ -391,7 +424,10 @@ class Gateway:
         return self.started and not self.draining
 
     async def health(self) -> dict[str, Any]:
-        return await self.status.health()
+        report = await self.status.health()
+        if self.admin is not None:
+            report["storage"]["admin"] = self.admin.health()
+        return report
 
     def stats(self) -> dict[str, list[dict[str, Any]]]:
         return self.metrics.snapshot()
@@ -411,6 +447,79 @@ class Gateway:
         return await self.inprocess.chat(
             model,
             messages,
+            stream=stream,
+            api_key=api_key,
+            request_id=request_id,
+            headers=headers,
+            **params,
+        )
+
+    async def embeddings(
+        self,
+        model: str,
+        input: EmbeddingInput,
+        *,
+        encoding_format: EncodingFormat = "float",
+        dimensions: int | None = None,
+        api_key: str | None = None,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> EmbeddingList:
+        """Embeddings without HTTP: vectors as lists of floats unless base64 is asked for."""
+        return await embeddings(
+            self.inprocess,
+            model,
+            input,
+            encoding_format=encoding_format,
+            dimensions=dimensions,
+            api_key=api_key,
+            request_id=request_id,
+            headers=headers,
+            **params,
+        )
+
+    async def messages(
+        self,
+        model: str,
+        messages: str | list[dict[str, Any]],
+        *,
+        max_tokens: int,
+        stream: bool = False,
+        api_key: str | None = None,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> MessageResult | AsyncIterator[StreamEvent]:
+        """Anthropic's Messages API without HTTP. `messages` may be a string (one user turn)."""
+        return await send_messages(
+            self.inprocess,
+            model,
+            messages,
+            max_tokens,
+            stream=stream,
+            api_key=api_key,
+            request_id=request_id,
+            headers=headers,
+            **params,
+        )
+
+    async def responses(
+        self,
+        model: str,
+        input: str | list[dict[str, Any]],
+        *,
+        stream: bool = False,
+        api_key: str | None = None,
+        request_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **params: Any,
+    ) -> ResponseObject | AsyncIterator[ResponseEvent]:
+        """The Responses API without HTTP. `input` may be a string (one user message)."""
+        return await create_response(
+            self.inprocess,
+            model,
+            input,
             stream=stream,
             api_key=api_key,
             request_id=request_id,

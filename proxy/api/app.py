@@ -6,6 +6,7 @@ import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
@@ -13,8 +14,9 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException
 
 from proxy.api.errors import http_error, proxy_error, unexpected_error
+from proxy.api.fastpath import FrontDoors
 from proxy.api.guard import HeaderSizeGuard
-from proxy.api.routes import ROUTES, metrics_handler
+from proxy.api.routes import FRONT_DOORS, ROUTES, metrics_handler
 from proxy.errors import ProxyError
 from proxy.gateway import Gateway
 from proxy.observability.logging import configure_logging
@@ -49,6 +51,10 @@ def create_app(gateway: Gateway, policy_path: str | None = None) -> Litestar:
         return gateway
 
     handlers = list(ROUTES)
+    if gateway.admin is not None:
+        from proxy.admin.routes import ADMIN_ROUTES
+
+        handlers += ADMIN_ROUTES
     if policy.config.metrics.enabled:
         handlers.append(metrics_handler(policy.config.metrics.path))
     cors = CORSConfig(allow_origins=list(server.cors_origins)) if server.cors_origins else None
@@ -76,8 +82,18 @@ def create_app(gateway: Gateway, policy_path: str | None = None) -> Litestar:
 
 
 def create_asgi(gateway: Gateway, policy_path: str | None = None) -> HeaderSizeGuard:
-    """What the server runs: the app behind the header-size guard."""
-    return HeaderSizeGuard(create_app(gateway, policy_path), gateway)
+    """What the server runs: the front doors' hot path (unless CORS asks for Litestar's
+    middleware on every route), then the Litestar app, behind the header-size guard."""
+    app: Any = create_app(gateway, policy_path)
+    config = gateway.policy.config
+    if not config.server.cors_origins:
+        wrap = None
+        if config.tracing.enabled:
+            from proxy.observability.server_spans import server_spans
+
+            wrap = server_spans
+        app = FrontDoors(app, gateway, FRONT_DOORS, wrap)
+    return HeaderSizeGuard(app, gateway)
 
 
 def app_from_environment() -> HeaderSizeGuard:

@@ -11,6 +11,11 @@ import msgspec
 
 import proxy
 from proxy.errors import ErrorEnvelope
+from proxy.formats.embeddings.openapi import ERROR_STATUSES as EMBEDDINGS_ERRORS
+from proxy.formats.embeddings.openapi import embeddings_path, embeddings_schemas
+from proxy.formats.messages.openapi import messages_paths, messages_schemas
+from proxy.formats.responses.openapi import ERROR_STATUSES as RESPONSES_ERRORS
+from proxy.formats.responses.openapi import responses_paths, responses_schemas
 from proxy.wire import ChatCompletion, ChatRequestHead, Model, ModelList
 
 REF = "#/components/schemas/{name}"
@@ -52,6 +57,9 @@ def openapi_document(metrics_path: str = "/metrics", keys: bool = False) -> dict
     bearer: Security = [{"bearer": []}] if keys else []
     paths: dict[str, Any] = {
         "/v1/chat/completions": _chat_completions(bearer),
+        "/v1/embeddings": embeddings_path(bearer, _errors(*EMBEDDINGS_ERRORS)),
+        **messages_paths(bearer),
+        **responses_paths(bearer, _errors(*RESPONSES_ERRORS)),
         "/v1/models": _list_models(bearer),
         "/v1/models/{model}": _retrieve_model(bearer),
         "/health/liveness": _health("liveness"),
@@ -64,7 +72,12 @@ def openapi_document(metrics_path: str = "/metrics", keys: bool = False) -> dict
         "info": {"title": "llm-proxy", "version": proxy.__version__},
         "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": {
+                **_schemas(),
+                **embeddings_schemas(),
+                **messages_schemas(),
+                **responses_schemas(),
+            },
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -31,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from fakes.embeddings_api import embeddings_handler
 from fakes.server import FakeServer
 
 DEFAULT_REPLY = "Hello from the fake upstream model"
@@ -63,7 +64,7 @@ def ok(text: str | None = None) -> Behaviour:
 
 
 def odd_sse_framing(text: str | None = None) -> Behaviour:
-    """A valid stream framed the other legal ways (wire.md 3.1): CRLF line ends, `data:` with no
+    """A valid stream framed the other ways SSE allows: CRLF line ends, `data:` with no
     space, `: keep-alive` comment events, and every event split across two writes."""
     return Behaviour("ok", text=text, odd_framing=True)
 
@@ -507,8 +508,12 @@ class FakeOpenAI(FakeServer):
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", embeddings_handler(self))  # fakes/embeddings_api
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{id:.+}", self._model)
+        from fakes.responses_api import mount_responses  # imports this module: imported here
+
+        mount_responses(app, self)
         return app
 
     # ---- handlers (fake's loop)
