@@ -247,7 +247,13 @@ _AFTER_VALUE = re.compile(rb"[ \t\n\r]*([,}])")
 
 def _duplicate_key(body: bytes, fields: dict[str, msgspec.Raw]) -> str | None:
     """Walk the top-level keys in order: each value must be the one the decoder kept for its
-    key (it keeps the last), and no key may come back. The body is valid JSON already."""
+    key (it keeps the last), and no key may come back. The body is valid JSON already.
+
+    Most bodies are compact JSON (every SDK sends it): then a body exactly as long as its
+    fields written once each, with no space, can hold no second key (a key written twice, a
+    space or an escape only ever makes the body longer), and no walk is needed."""
+    if len(body) == _compact_length(fields):
+        return None
     seen: set[str] = set()
     position = body.index(b"{") + 1
     for _ in range(len(fields) + 1):
@@ -266,6 +272,14 @@ def _duplicate_key(body: bytes, fields: dict[str, msgspec.Raw]) -> str | None:
             return None
         position = after.end()
     return None
+
+
+def _compact_length(fields: dict[str, msgspec.Raw]) -> int:
+    """The length of `{"k":v,...}` with each field once, keys as plain UTF-8."""
+    size = 1 + len(fields)  # the braces, less one comma
+    for key, value in fields.items():
+        size += (len(key) if key.isascii() else len(key.encode())) + 3 + len(value)
+    return size if fields else 2
 
 
 def _decode_string(raw: bytes) -> str:

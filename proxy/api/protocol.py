@@ -206,9 +206,8 @@ class HttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._request_began = True
-        if self._header_timer is None:  # the first request's clock started with the connection
-            self._await_headers()
+        self._request_began = True  # a later request's clock starts if its headers straddle
+        # reads (data_received): most arrive whole, and then cost no timer at all
 
     def on_headers_complete(self) -> None:
         self._headers_in()
@@ -260,6 +259,8 @@ class HttpProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         try:
             self.parser.feed_data(data)
+            if self._request_began and self._header_timer is None:
+                self._await_headers()  # headers begun in this read and not yet complete
         except httptools.HttpParserError:
             message = "Invalid HTTP request received."
             self.logger.warning(message)

@@ -177,8 +177,14 @@ CHAT = ChatDoor()
 # -- replies ---------------------------------------------------------------------------------
 
 
+class _FinishView(msgspec.Struct):
+    finish_reason: Any = None
+
+
 class _CompletionView(msgspec.Struct):
-    choices: list[Any]
+    """What the proxy reads of a reply: the rest stays bytes (a choice's message is skipped)."""
+
+    choices: list[_FinishView]
     model: str | None = None
     usage: dict[str, Any] | None = None
 
@@ -197,11 +203,7 @@ def rewrite_completion(
         raise UpstreamError(f"The upstream '{upstream}' sent a reply without choices.") from None
     if record is not None:
         record.upstream_model = view.model
-        record.finish_reasons = [
-            str(c["finish_reason"])
-            for c in view.choices
-            if isinstance(c, dict) and c.get("finish_reason")
-        ]
+        record.finish_reasons = [str(c.finish_reason) for c in view.choices if c.finish_reason]
     if view.model is not None:
         current = b'"model":' + _encode(view.model)
         position = body.find(current)

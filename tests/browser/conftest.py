@@ -27,8 +27,10 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Any]:
+    """Playwright's sync driver runs an event loop in this thread while it is open: it is
+    stopped when the module's tests end, before any asyncio test of another module runs."""
     missing = _missing()
     if missing:
         if os.environ.get("CI"):
