@@ -27,13 +27,15 @@ from proxy.errors import (
 from proxy.upstreams.sse import SSEDecoder
 
 
-def new_session(max_connections: int) -> aiohttp.ClientSession:
+def new_session(max_connections: int, connect: float | None = None) -> aiohttp.ClientSession:
+    """A pooled session; `connect` (seconds) bounds each new connection unless a call says
+    otherwise (the other deadlines are the caller's)."""
     connector = aiohttp.TCPConnector(
         limit=max_connections, limit_per_host=max_connections, keepalive_timeout=30
     )
     return aiohttp.ClientSession(
         connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=connect),
         auto_decompress=True,
         skip_auto_headers=("User-Agent",),
     )

@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import aiohttp
+from yarl import URL
 
 from proxy.config import OpenAIUpstreamConfig
 from proxy.errors import UpstreamError
@@ -36,12 +37,12 @@ class OpenAIUpstream:
     ) -> None:
         self.name = name
         self.config = config
-        self._session = session or new_session(config.max_connections)
+        self._session = session or new_session(config.max_connections, config.timeout.connect)
         base = config.base_url.rstrip("/")
-        self._urls = {
-            "chat": f"{base}/chat/completions",
-            "responses": f"{base}/responses",
-            "embeddings": f"{base}/embeddings",
+        self._urls = {  # parsed once, not on every call
+            "chat": URL(f"{base}/chat/completions"),
+            "responses": URL(f"{base}/responses"),
+            "embeddings": URL(f"{base}/embeddings"),
         }
         self.native_apis = frozenset(
             {"embeddings", "responses"} if config.responses == "native" else {"embeddings"}
@@ -92,6 +93,8 @@ class OpenAIUpstream:
         headers = self._headers
         if call.request_id:
             headers = {**headers, "X-Request-Id": call.request_id}
+        if call.timeouts.connect == self.config.timeout.connect:  # the session's own
+            return self._session.post(self._urls[call.api], data=call.body, headers=headers)
         return self._session.post(
             self._urls[call.api],
             data=call.body,
