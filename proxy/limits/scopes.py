@@ -24,6 +24,11 @@ class Limits:
     def empty(self) -> bool:
         return not (self.requests or self.bucket or self.tokens or self.concurrency)
 
+    @property
+    def windows_only(self) -> bool:
+        """Only request and token windows: nothing held until the request ends."""
+        return self.bucket is None and self.concurrency is None
+
 
 def compile_limits(scope: str, spec: LimitSpec | None) -> Limits | None:
     if spec is None:

@@ -26,7 +26,7 @@ from proxy.limits.counters import CONCURRENCY_TTL, Counters, MemoryCounters, Red
 from proxy.limits.headers import WindowState
 from proxy.limits.scopes import Hold, Limits, OverBudget, Refused, Scope
 from proxy.limits.scripted import BudgetSpent, Refusal, ScopeWindows, ScriptedLimits
-from proxy.limits.windows import MemoryWindows
+from proxy.limits.windows import MemoryWindows, admit_windows
 from proxy.observability.metrics import Metrics
 
 T = TypeVar("T")
@@ -94,8 +94,9 @@ class LimitStore:
             else limits.aio.strategies.SlidingWindowCounterRateLimiter
         )
         self._tokens: WindowStrategy = window(self._storage)
+        self._in_process: MemoryWindows | None = None
         if self._memory and config.strategy == "sliding-window-counter":
-            self._tokens = MemoryWindows()  # the same windows, without the storage's layers
+            self._tokens = self._in_process = MemoryWindows()  # without the storage's layers
         self._requests: WindowStrategy = (
             limits.aio.strategies.MovingWindowRateLimiter(self._storage)
             if config.strategy == "moving-window"
@@ -112,6 +113,15 @@ class LimitStore:
             return []
         if self._scripted is not None:
             return await self._admit_scripted(self._scripted, scopes, estimate, budget)
+        in_process = self._in_process
+        if in_process is not None and budget is None and all(s.limits.windows_only for s in scopes):
+            return admit_windows(in_process, scopes, estimate)
+        return await self._admit_checked(scopes, estimate, budget)
+
+    async def _admit_checked(
+        self, scopes: Sequence[Scope], estimate: int, budget: tuple[str, float] | None
+    ) -> list[Hold]:
+        """The budget and every scope checked, then the scopes taken one by one."""
         if budget is not None:
             spent = await self.spend(budget[0])
             if spent >= budget[1]:
