@@ -8,7 +8,8 @@ import contextlib
 import email.utils
 import functools
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -41,25 +42,39 @@ def new_session(max_connections: int, connect: float | None = None) -> aiohttp.C
     )
 
 
-@contextlib.contextmanager
-def translated_errors(upstream: str) -> Iterator[None]:
-    """Translate aiohttp/timeout exceptions into the proxy's error tree (nothing else)."""
-    try:
-        yield
-    except ProxyError:
-        raise
-    except TimeoutError:
-        message = f"The upstream '{upstream}' timed out."
-        raise UpstreamTimeoutError(message, cause="timeout") from None
-    except aiohttp.ClientConnectorError:
-        message = f"Could not connect to the upstream '{upstream}'."
-        raise UpstreamError(message, cause="connect") from None
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError):
+class translated_errors:
+    """Translate aiohttp/timeout exceptions into the proxy's error tree (nothing else). A
+    class, not a generator: it wraps every upstream call, and costs a fifth as much."""
+
+    __slots__ = ("upstream",)
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None or isinstance(exc, ProxyError):
+            return
+        error = _translated(self.upstream, exc)
+        if error is not None:
+            raise error from None
+
+
+def _translated(upstream: str, exc: BaseException) -> ProxyError | None:
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeoutError(f"The upstream '{upstream}' timed out.", cause="timeout")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return UpstreamError(f"Could not connect to the upstream '{upstream}'.", cause="connect")
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
         message = f"The upstream '{upstream}' closed the connection before the reply ended."
-        raise UpstreamError(message, cause="connect") from None
-    except aiohttp.ClientError as exc:
-        message = f"The upstream '{upstream}' failed: {type(exc).__name__}."
-        raise UpstreamError(message) from None
+        return UpstreamError(message, cause="connect")
+    if isinstance(exc, aiohttp.ClientError):
+        return UpstreamError(f"The upstream '{upstream}' failed: {type(exc).__name__}.")
+    return None
 
 
 @functools.lru_cache(maxsize=256)
