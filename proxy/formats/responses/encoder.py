@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, UpstreamError
+from proxy.formats.chat import count_usage
 from proxy.formats.responses.events import TERMINAL, EventWriter, empty_part
 from proxy.formats.responses.reply import (
     INCOMPLETE,
@@ -45,6 +46,7 @@ class _Delta(msgspec.Struct):
 
 
 class _Choice(msgspec.Struct):
+    index: int = 0
     delta: _Delta | None = None
     finish_reason: str | None = None
 
@@ -52,6 +54,8 @@ class _Choice(msgspec.Struct):
 class _Chunk(msgspec.Struct):
     choices: list[_Choice] | None = None
     usage: dict[str, Any] | None = None
+    model: str | None = None
+    error: Any = None
 
 
 _chunk = msgspec.json.Decoder(_Chunk)
@@ -121,13 +125,16 @@ class StreamEncoder:
                 chunk = _chunk.decode(payload)
             except msgspec.ValidationError:
                 continue  # a shape of chunk that carries nothing we translate
-            if chunk.usage:
-                self.chat_usage = chunk.usage
-            for choice in chunk.choices or ():
-                self.finish = choice.finish_reason or self.finish
-                if choice.delta is not None:
-                    self._delta(choice.delta, frames)
+            self.chunk_events(chunk, frames)
         return frames
+
+    def chunk_events(self, chunk: _Chunk, frames: list[bytes]) -> None:
+        if chunk.usage:
+            self.chat_usage = chunk.usage
+        for choice in chunk.choices or ():
+            self.finish = choice.finish_reason or self.finish
+            if choice.delta is not None:
+                self._delta(choice.delta, frames)
 
     def _delta(self, delta: _Delta, frames: list[bytes]) -> None:
         if delta.content:
@@ -219,3 +226,54 @@ class StreamEncoder:
     def failed(self, error: ProxyError) -> list[bytes]:
         output = [item.item(item.status or "incomplete") for item in self.items]
         return [self.writer.failed({**self.base, "output": output}, error)]
+
+
+class ChatChunksAsEvents:
+    """The relay's rewriter on a translated route: each chat chunk is read once, for what the
+    relay notes (finish reasons, usage, text relayed, an error mid-stream) and for the events
+    it becomes."""
+
+    __slots__ = ("encoder", "finished", "record", "upstream")
+
+    def __init__(self, encoder: StreamEncoder, record: RequestRecord, upstream: str) -> None:
+        self.encoder = encoder
+        self.record = record
+        self.upstream = upstream
+        self.finished: set[int] = set()
+
+    def batch(self, events: list[bytes]) -> tuple[list[bytes], ProxyError | None]:
+        frames: list[bytes] = []
+        for payload in events:
+            try:
+                chunk = _chunk.decode(payload)
+            except msgspec.DecodeError:
+                return frames, UpstreamError(
+                    f"The upstream '{self.upstream}' sent a chunk that is not JSON."
+                )
+            except msgspec.ValidationError:
+                continue  # a shape of chunk that carries nothing we translate
+            if chunk.error:
+                return frames, UpstreamError(
+                    f"The upstream '{self.upstream}' failed during the stream."
+                )
+            self._note(chunk)
+            self.encoder.chunk_events(chunk, frames)
+        return frames, None
+
+    def _note(self, chunk: _Chunk) -> None:
+        record = self.record
+        if chunk.model is not None:
+            record.upstream_model = chunk.model
+        for choice in chunk.choices or ():
+            if choice.finish_reason:
+                self.finished.add(choice.index)
+                record.finish_reasons.append(choice.finish_reason)
+            delta = choice.delta
+            if delta is not None and delta.content:
+                record.relayed_bytes += len(delta.content)
+        if chunk.usage:
+            count_usage(record, chunk.usage)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.finished)

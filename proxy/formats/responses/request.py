@@ -14,9 +14,9 @@ import msgspec
 from proxy.config import ParamBounds
 from proxy.errors import ProxyError
 from proxy.formats.base import FrontRequest
-from proxy.formats.chat import ChunkRewriter, count_usage
+from proxy.formats.chat import count_usage
 from proxy.formats.params import apply_params
-from proxy.formats.responses.encoder import StreamEncoder
+from proxy.formats.responses.encoder import ChatChunksAsEvents, StreamEncoder
 from proxy.formats.responses.inputs import estimate_tokens, listed
 from proxy.formats.responses.native import NativeEvents, native_answer
 from proxy.formats.responses.replay import replay_events
@@ -191,10 +191,11 @@ class ResponsesRequest(FrontRequest):
             self.native_upstream = context.upstream
             codec = NativeCodec(native)
         else:
-            rewriter = ChunkRewriter(context, True, 1)
-            inner = open_relay(first, events, context, rewriter)
             encoder = StreamEncoder(self._shell(context.public_model))
-            codec = TranslatedCodec(encoder, context.record)
+            opening = encoder.start()  # numbered before the first batch's events
+            reader = ChatChunksAsEvents(encoder, context.record, context.upstream)
+            inner = open_relay(first, events, context, reader)
+            codec = TranslatedCodec(encoder, context.record, opening)
         self.codec = codec
         return encoded(inner, codec, self._keep_streamed)
 
@@ -204,6 +205,8 @@ class ResponsesRequest(FrontRequest):
     async def _keep_streamed(self) -> None:
         """Before the client sees a stream's last event: a stored response can be
         continued as soon as the client knows its id."""
+        if self.store is None or self._kept:
+            return  # nothing to keep (the whole response is made only if asked for)
         answer = self.codec.whole() if self.codec is not None else None
         if answer is not None:
             await self.finish(answer)

@@ -42,9 +42,10 @@ class StreamCodec(Protocol):
 
 
 class TranslatedCodec:
-    def __init__(self, encoder: StreamEncoder, record: RequestRecord) -> None:
+    def __init__(self, encoder: StreamEncoder, record: RequestRecord, opening: list[bytes]) -> None:
         self.encoder = encoder
         self.record = record
+        self.opening = opening  # the encoder's first events, made before the relay started
         self._whole: bytes | None = None
 
     @property
@@ -52,10 +53,10 @@ class TranslatedCodec:
         return False  # the chat stream ends before its response's final event is made
 
     def start(self) -> list[bytes]:
-        return self.encoder.start()
+        return self.opening
 
     def add(self, batch: list[bytes]) -> list[bytes]:
-        return self.encoder.add(batch)
+        return batch  # the relay's rewriter made the events already (ChatChunksAsEvents)
 
     def close(self) -> list[bytes]:
         return self.encoder.close(self.record)

@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Protocol
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 MEMORY_BYTES = 256 * 2**20  # the memory backend forgets the oldest responses beyond this
 REDIS_TIMEOUT = 1.0
@@ -143,7 +146,11 @@ class DiskBackend:
 class RedisBackend:
     def __init__(self, url: str) -> None:
         self._redis = aioredis.Redis.from_url(
-            url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+            url,
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+            # a pooled connection a restarted Redis closed is dialled again once (not a timeout)
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
 
     async def get(self, key: str) -> bytes | None:
