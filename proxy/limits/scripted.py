@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import msgspec
-import redis.asyncio as aioredis
 
 from proxy.limits.counters import BUCKET_LUA, LEASES_LUA, NOW_LUA
 from proxy.limits.headers import WindowState
+from proxy.limits.resp import Script, ScriptClient
 
 _WINDOW_LUA = """
 local function window(previous, current, expiry)
@@ -204,10 +204,13 @@ class BudgetSpent:
     spent: float  # USD, at least the budget
 
 
+_ADMIT = Script.of(_ADMIT_LUA)
+_SETTLE = Script.of(_SETTLE_LUA)
+
+
 class ScriptedLimits:
-    def __init__(self, client: aioredis.Redis, concurrency_ttl: int) -> None:
-        self._admit = client.register_script(_ADMIT_LUA)
-        self._settle = client.register_script(_SETTLE_LUA)
+    def __init__(self, scripts: ScriptClient, concurrency_ttl: int) -> None:
+        self._scripts = scripts
         self._ttl = concurrency_ttl
         self._encode = msgspec.json.Encoder().encode
 
@@ -241,7 +244,8 @@ class ScriptedLimits:
         if budget is not None:
             keys.append(budget[0])
         usd = "" if budget is None else repr(budget[1])
-        reply = await self._admit(keys=keys, args=[self._encode(plan), self._ttl, lease, usd])
+        args = [self._encode(plan), self._ttl, lease, usd]
+        reply = await self._scripts.run(_ADMIT, keys, args)
         if reply[0] == 0 and int(reply[1]) == 0:
             return BudgetSpent(float(reply[3]))
         if reply[0] == 0:
@@ -274,7 +278,10 @@ class ScriptedLimits:
         if spend is not None:
             keys.append(spend[0])
             usd, ttl = repr(spend[1]), spend[2]
-        await self._settle(keys=keys, args=[tokens, self._encode(plan), usd, ttl])
+        await self._scripts.run(_SETTLE, keys, [tokens, self._encode(plan), usd, ttl])
+
+    async def close(self) -> None:
+        await self._scripts.close()
 
 
 def _text(value: bytes | str) -> str:

@@ -24,6 +24,7 @@ from proxy.config import LimitsConfig
 from proxy.errors import ServiceUnavailableError
 from proxy.limits.counters import CONCURRENCY_TTL, Counters, MemoryCounters, RedisCounters
 from proxy.limits.headers import WindowState
+from proxy.limits.resp import ScriptClient
 from proxy.limits.scopes import Hold, Limits, OverBudget, Refused, Scope
 from proxy.limits.scripted import BudgetSpent, Refusal, ScopeWindows, ScriptedLimits
 from proxy.limits.windows import MemoryWindows, admit_windows
@@ -76,7 +77,8 @@ class LimitStore:
         else:
             client = aioredis.Redis.from_url(
                 config.storage,
-                socket_timeout=STORAGE_TIMEOUT,
+                # no socket_timeout: redis-py would run every command's write in a task of
+                # its own (asyncio.wait_for); _guarded bounds each whole operation instead
                 socket_connect_timeout=STORAGE_TIMEOUT,
             )
             self._storage = limits.aio.storage.RedisStorage(  # one connection pool for both
@@ -87,7 +89,8 @@ class LimitStore:
             )
             self.counters = RedisCounters(client, PREFIX)
             if config.strategy == "sliding-window-counter":
-                self._scripted = ScriptedLimits(client, CONCURRENCY_TTL)
+                scripts = ScriptClient(config.storage, STORAGE_TIMEOUT)
+                self._scripted = ScriptedLimits(scripts, CONCURRENCY_TTL)
         window = (
             limits.aio.strategies.FixedWindowRateLimiter
             if config.strategy == "fixed-window"
@@ -384,7 +387,8 @@ class LimitStore:
                 operation.close()
             return self._fallback(fallback)
         try:
-            return await operation
+            async with asyncio.timeout(STORAGE_TIMEOUT):
+                return await operation
         except _STORAGE_ERRORS as exc:
             self._down_until = time.monotonic() + STORAGE_PAUSE
             logger.warning("limits storage failed ({}): {}", type(exc).__name__, exc)
@@ -409,3 +413,5 @@ class LimitStore:
 
     async def close(self) -> None:
         await self.counters.close()
+        if self._scripted is not None:
+            await self._scripted.close()
