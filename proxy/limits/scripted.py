@@ -204,6 +204,7 @@ class BudgetSpent:
     spent: float  # USD, at least the budget
 
 
+PLANS_KEPT = 10_000  # admission plans remembered (one per set of scopes seen)
 _ADMIT = Script.of(_ADMIT_LUA)
 _SETTLE = Script.of(_SETTLE_LUA)
 
@@ -212,6 +213,7 @@ class ScriptedLimits:
     def __init__(self, scripts: ScriptClient, concurrency_ttl: int) -> None:
         self._scripts = scripts
         self._ttl = concurrency_ttl
+        self._plans: dict[tuple[tuple[ScopeWindows, bool, bool], ...], tuple[list[str], bytes]] = {}
         self._encode = msgspec.json.Encoder().encode
 
     async def admit(
@@ -224,6 +226,33 @@ class ScriptedLimits:
         """Scopes as (windows, test token windows, report states); concurrency slots are
         taken under `lease`; `budget` as (spend key, USD). Returns each scope's states (empty
         unless asked), or the first refusal with nothing taken."""
+        keys, plan = self._plan(scopes, estimate)
+        if budget is not None:
+            keys = [*keys, budget[0]]
+        usd = "" if budget is None else repr(budget[1])
+        args = [plan, self._ttl, lease, usd]
+        reply = await self._scripts.run(_ADMIT, keys, args)
+        if reply[0] == 0 and int(reply[1]) == 0:
+            return BudgetSpent(float(reply[3]))
+        if reply[0] == 0:
+            return Refusal(int(reply[1]) - 1, _text(reply[2]), float(reply[3]))
+        found: list[list[WindowState]] = [[] for _ in scopes]
+        wanted = next((i for i, (_, _, states) in enumerate(scopes) if states), 0)
+        values = reply[1:]
+        for at in range(0, len(values), 4):
+            kind, limit, remaining, reset = values[at : at + 4]
+            found[wanted].append(WindowState(_text(kind), int(limit), int(remaining), float(reset)))
+        return found
+
+    def _plan(
+        self, scopes: Sequence[tuple[ScopeWindows, bool, bool]], estimate: int
+    ) -> tuple[list[str], bytes]:
+        """The script's keys and plan; the same scopes without a token window to test give
+        the same plan whatever the estimate, made once."""
+        varies = any(w[4] == "tokens" for scope, _, _ in scopes for w in scope.windows)
+        signature = None if varies else tuple(scopes)
+        if signature is not None and (known := self._plans.get(signature)) is not None:
+            return known
         keys: list[str] = []
         plan = []
         for scope, tokens, states in scopes:
@@ -241,22 +270,12 @@ class ScriptedLimits:
             plan.append(
                 {"c": scope.concurrency, "b": scope.bucket or False, "s": int(states), "w": windows}
             )
-        if budget is not None:
-            keys.append(budget[0])
-        usd = "" if budget is None else repr(budget[1])
-        args = [self._encode(plan), self._ttl, lease, usd]
-        reply = await self._scripts.run(_ADMIT, keys, args)
-        if reply[0] == 0 and int(reply[1]) == 0:
-            return BudgetSpent(float(reply[3]))
-        if reply[0] == 0:
-            return Refusal(int(reply[1]) - 1, _text(reply[2]), float(reply[3]))
-        found: list[list[WindowState]] = [[] for _ in scopes]
-        wanted = next((i for i, (_, _, states) in enumerate(scopes) if states), 0)
-        values = reply[1:]
-        for at in range(0, len(values), 4):
-            kind, limit, remaining, reset = values[at : at + 4]
-            found[wanted].append(WindowState(_text(kind), int(limit), int(remaining), float(reset)))
-        return found
+        made = keys, self._encode(plan)
+        if signature is not None:
+            if len(self._plans) >= PLANS_KEPT:
+                self._plans.clear()
+            self._plans[signature] = made
+        return made
 
     async def settle(
         self,
