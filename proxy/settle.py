@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from proxy.services import Services
 
 
+BYPASS = Lookup(None)  # never changed: a bypass has no flight to lead or land
+
+
 @dataclass(slots=True)
 class InFlight:
     """One request on its way through the pipeline."""
@@ -35,7 +38,7 @@ class InFlight:
     record: RequestRecord
     services: Services  # the policy and its parts, as they were when the request began
     request: FrontRequest | None = None
-    lookup: Lookup = field(default_factory=lambda: Lookup(None))
+    lookup: Lookup = field(default_factory=lambda: BYPASS)  # the request's own once asked
     admission: Admission | None = None
     attempt: Attempt | None = None  # the attempt that answered
     answer: bytes | None = None  # the whole answer in the client's format
@@ -68,7 +71,10 @@ class Settlement:
         self._close_attempt(flight)
         self._keep_in_cache(flight)
         try:
-            await self._charge(flight)
+            if self._needs_storage(flight):
+                await self._charge(flight)
+            elif flight.admission is not None:
+                flight.admission.finished = True  # nothing to charge or release
         finally:
             self._account(flight)
             self._tell(flight)
