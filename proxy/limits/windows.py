@@ -27,27 +27,40 @@ SWEEP_AT = 10_000  # windows kept before the stale ones are dropped
 class MemoryWindows:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        # (limit, identity) -> [window index, its count, the previous window's count]; equal
-        # limits share counts, so a reloaded policy's limits carry on where they were
-        self._windows: dict[tuple[RateLimitItem, str], list[int]] = {}
+        # (limit, identity) -> [window index, its count, the previous window's count, window
+        # seconds]; equal limits share counts, so a reloaded policy's limits carry on
+        self._windows: dict[tuple[RateLimitItem, str], list[float]] = {}
+        # the same lists found by the limit object's identity: hashing a limit by value is a
+        # Python call, an id is not (the limit is kept, so its id is not reused meanwhile)
+        self._by_identity: dict[tuple[int, str], tuple[RateLimitItem, list[float]]] = {}
 
     def now(self) -> float:
         return self._clock()
 
-    def _counts(
-        self, item: RateLimitItem, identifiers: tuple[str, ...], now: float
-    ) -> tuple[list[int], float, float]:
-        """The window (moved on to now), the previous count's weight and the seconds left
-        of the current window."""
-        expiry = item.get_expiry()
-        index = int(now / expiry)
-        key = (item, identifiers[0]) if len(identifiers) == 1 else (item, ":".join(identifiers))
-        window = self._windows.get(key)
+    def _window(self, item: RateLimitItem, identifiers: tuple[str, ...]) -> list[float]:
+        ident = identifiers[0] if len(identifiers) == 1 else ":".join(identifiers)
+        found = self._by_identity.get((id(item), ident))
+        if found is not None and found[0] is item:
+            return found[1]
+        window = self._windows.get((item, ident))
         if window is None:
             if len(self._windows) >= SWEEP_AT:
-                self._sweep(now)
-            window = self._windows[key] = [index, 0, 0]
-        elif window[0] != index:
+                self._sweep(self._clock())
+            window = self._windows[(item, ident)] = [0, 0, 0, item.get_expiry()]
+        if len(self._by_identity) >= SWEEP_AT:
+            self._by_identity.clear()
+        self._by_identity[(id(item), ident)] = (item, window)
+        return window
+
+    def _counts(
+        self, item: RateLimitItem, identifiers: tuple[str, ...], now: float
+    ) -> tuple[list[float], float, float]:
+        """The window (moved on to now), the previous count's weight and the seconds left
+        of the current window."""
+        window = self._window(item, identifiers)
+        expiry = window[3]
+        index = int(now / expiry)
+        if window[0] != index:
             previous = window[1] if window[0] == index - 1 else 0
             window[0], window[1], window[2] = index, 0, previous
         into = now % expiry
@@ -55,13 +68,10 @@ class MemoryWindows:
         return window, weight, 2 * expiry - into
 
     def _sweep(self, now: float) -> None:
-        stale = [
-            key
-            for key, (index, _, _) in self._windows.items()
-            if index < int(now / key[0].get_expiry()) - 1
-        ]
+        stale = [key for key, w in self._windows.items() if w[0] < int(now / w[3]) - 1]
         for key in stale:
             del self._windows[key]
+        self._by_identity.clear()
 
     async def hit(self, item: RateLimitItem, *identifiers: str, cost: int = 1) -> bool:
         return self.hit_now(item, identifiers, cost)
