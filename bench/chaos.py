@@ -11,27 +11,34 @@ lost or any check failed.
 
 Loopback only (127.0.0.1), bounded in time. What runs:
 
-- six fake OpenAI upstreams (tests/fakes/openai_upstream.py, each in a thread): `up-a` flaky
-  (500, 503, 429 with Retry-After, hangs past the timeout, resets before the answer and after
-  the first stream chunk, stalls, error events), `up-b` slow (slow streams, hangs), `up-c` a
-  mostly healthy backup, `up-long` slow streams for the shutdown; `up-steady` (always answers)
-  and `up-dead` (always 500) for the replica checks only;
-- a redis-server of its own (never the system one), for limits, breakers and the cache;
+- seven fake OpenAI upstreams (tests/fakes/openai_upstream.py, each in a thread, chat
+  completions, the Responses API and embeddings): `up-a` flaky (500, 503, 429 with
+  Retry-After, hangs past the timeout, resets before the answer and after the first stream
+  chunk, stalls, error events), `up-b` slow (slow streams, hangs), `up-c` a mostly healthy
+  backup, `up-long` slow streams for the shutdown, `up-native` a native Responses API route;
+  `up-steady` (always answers) and `up-dead` (always 500) for the replica checks only; and a
+  fake Anthropic upstream, `up-claude` (500, 529, 429, hangs, resets, error events, garbage);
+- a redis-server of its own (never the system one), for limits, breakers, the cache and the
+  stored responses;
 - `--replicas` proxies (`python -m proxy serve`, subprocesses; 2 by default) on the same
-  bench/chaos_policy.py policy file and the same Redis: weighted and priority routes,
-  fallbacks, breakers, key limits, a Redis cache;
-- the load: `--workers` concurrent clients, the `openai` SDK and raw HTTP (SSE read byte by
-  byte), streaming and not, through three keys (one with a tight rate limit), a few clients
-  hanging up mid-stream on purpose; request i goes to replica i mod N.
+  bench/chaos_policy.py policy file, the same Redis and the same admin store (SQLite): weighted
+  and priority routes, fallbacks, breakers, key limits, a Redis cache;
+- the load: `--workers` concurrent clients through every door (chat completions, the Responses
+  API with stored responses continued, Anthropic's Messages API and count_tokens, embeddings),
+  each format's SDK (`openai`, `anthropic`) and raw HTTP (SSE read line by line), streaming and
+  not, through three keys (one with a tight rate limit), a few clients hanging up mid-stream on
+  purpose; request i goes to replica i mod N.
 
 Timeline (D = --duration): at 0.08 D the replica checks (bench/chaos_replicas.py): a burst on
 a key limited to 30 requests a minute, spread over the replicas, must see exactly 30 pass; then
 a breaker opened on replica 1 must show open on the others; at 0.25 D Redis is stopped, and
 started again (empty) a few seconds later; at 0.45 D proxy.yaml is rewritten with a valid change
-(a new model, which the load then uses); at 0.65 D with an invalid one (every replica must
-refuse it, the old policy serving on); a second before D long streams start; at D the load stops
-and every replica gets SIGTERM with those streams and the last requests in flight: they must all
-finish, and every replica exit 0 within its drain.
+(a new model, which the load then uses); at 0.55 D a runtime key is made, used, rotated and
+revoked through the admin API (bench/chaos_admin.py: every change seen by every replica within a
+second); at 0.65 D the policy is rewritten with an invalid change (every replica must refuse it,
+the old policy serving on); a second before D long streams start (through the chat, Responses
+and Messages doors); at D the load stops and every replica gets SIGTERM with those streams and
+the last requests in flight: they must all finish, and every replica exit 0 within its drain.
 """
 
 from __future__ import annotations
@@ -41,11 +48,9 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import random
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,12 +65,12 @@ for path in (REPO, REPO / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from fakes.proxy_harness import PROXY_ENV_OVERRIDES, free_port  # noqa: E402
 from fakes.redis_server import RedisServer  # noqa: E402
 
-from bench.chaos_faults import FaultyUpstream, Timeouts  # noqa: E402
+from bench.chaos_admin import runtime_key_cycle  # noqa: E402
+from bench.chaos_faults import FaultyAnthropic, FaultyUpstream, Timeouts  # noqa: E402
 from bench.chaos_ledger import Event, Ledger  # noqa: E402
-from bench.chaos_load import Load, Mix, Result  # noqa: E402
+from bench.chaos_load import Load, Mix  # noqa: E402
 from bench.chaos_policy import (  # noqa: E402
     DRAIN_TIMEOUT,
     KEYS,
@@ -73,11 +78,14 @@ from bench.chaos_policy import (  # noqa: E402
     chaos_policy,
     invalid_policy,
 )
+from bench.chaos_proxy import Proxy  # noqa: E402
 from bench.chaos_replicas import breaker_shared, limit_burst  # noqa: E402
+from bench.chaos_spec import Result, Spec  # noqa: E402
 
-START_TIMEOUT = 30.0
 RELOAD_WITHIN = 8.0  # seconds for a rewrite to show in /health (a loaded machine)
 LONG_STREAM_WORDS = 20  # x 0.2 s: a 4 s stream, well inside the drain timeout
+LONG_STREAM_DOORS = [("chat", "sdk"), ("chat", "raw"), ("responses", "raw"), ("messages", "sdk")]
+STORAGE_GRACE = 2.0  # seconds after Redis is back before a stored response counts as kept
 PLANS = {
     "up-a": "flaky",
     "up-b": "slow",
@@ -85,73 +93,10 @@ PLANS = {
     "up-long": "long",
     "up-steady": "steady",
     "up-dead": "dead",
+    "up-native": "native",
+    "up-claude": "claude",
 }
-LOAD_UPSTREAMS = ("up-a", "up-b", "up-c")  # whose faults the ledger counts
-
-
-class Proxy:
-    """One proxy subprocess (replica `number`), in its own process group, output to a file."""
-
-    def __init__(self, workdir: Path, config: Path, number: int) -> None:
-        self.number = number
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"proxy-{number}.log"
-        env = {k: v for k, v in os.environ.items() if k not in PROXY_ENV_OVERRIDES}
-        env.update(PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-        argv = [
-            sys.executable,
-            "-m",
-            "proxy",
-            "serve",
-            "--config",
-            str(config),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        ]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                argv,
-                cwd=workdir,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        with httpx.Client(timeout=2) as http:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"proxy {self.number} exited early:\n{self.log()[-3000:]}")
-                with contextlib.suppress(httpx.TransportError):
-                    if http.get(f"{self.url}/health/readiness").status_code == 200:
-                        return
-                time.sleep(0.1)
-        raise RuntimeError(
-            f"proxy {self.number} not ready in {START_TIMEOUT}s:\n{self.log()[-3000:]}"
-        )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_exit(self, timeout: float) -> tuple[int | None, float]:
-        """Its exit code (None: still running after `timeout`) and the seconds it took."""
-        started = time.monotonic()
-        try:
-            code: int | None = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            code = None
-        return code, time.monotonic() - started
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
+LOAD_UPSTREAMS = ("up-a", "up-b", "up-c", "up-native", "up-claude")  # whose faults are counted
 
 
 class Chaos:
@@ -160,8 +105,10 @@ class Chaos:
         self.rng = random.Random(args.seed)
         self.workdir = Path(tempfile.mkdtemp(prefix="llm-proxy-chaos-"))
         self.timeouts = Timeouts()
-        self.upstreams = {
-            name: FaultyUpstream(name, plan, self.timeouts, seed=self.rng.randrange(2**32))
+        self.upstreams: dict[str, FaultyUpstream | FaultyAnthropic] = {
+            name: (FaultyAnthropic if plan == "claude" else FaultyUpstream)(
+                name, plan, self.timeouts, seed=self.rng.randrange(2**32)
+            )
             for name, plan in PLANS.items()
         }
         self.redis = RedisServer(self.workdir / "redis")
@@ -180,7 +127,8 @@ class Chaos:
             upstream.start()
         self.redis.__enter__()
         urls = {name: up.base_url for name, up in self.upstreams.items()}
-        self.policy = chaos_policy(urls, self.redis.url, self.timeouts)
+        admin_store = f"sqlite:///{self.workdir / 'admin.db'}"
+        self.policy = chaos_policy(urls, self.redis.url, self.timeouts, admin_store)
         self.write(self.policy)
         for number in range(1, self.args.replicas + 1):  # all start at once, then all must be up
             self.proxies.append(Proxy(self.workdir, self.config, number))
@@ -237,14 +185,25 @@ class Chaos:
             self.checks["shared breaker"] = verdict.figures
             self.event(verdict.what, verdict.ok)
 
-    async def redis_outage(self) -> None:
+    async def redis_outage(self, mix: Mix) -> None:
         await self.at(0.25)
+        mix.stored.storage_lost()
         await asyncio.to_thread(self.redis.stop)
         down = min(6.0, max(2.0, 0.08 * self.args.duration))
         self.event(f"Redis stopped (for {down:.0f} s)")
         await asyncio.sleep(down)
         await asyncio.to_thread(self.redis.start)
         self.event("Redis started again, empty, on the same port")
+        await asyncio.sleep(STORAGE_GRACE)
+        mix.stored.storage_back()
+
+    async def admin_checks(self, http: httpx.AsyncClient) -> None:
+        """A runtime key made, used, rotated and revoked through the admin API, under load."""
+        await self.at(0.55)
+        verdicts = await runtime_key_cycle(http, self.urls)
+        self.checks["runtime key"] = [verdict.figures for verdict in verdicts]
+        for verdict in verdicts:
+            self.event(verdict.what, verdict.ok)
 
     async def reloads(self, http: httpx.AsyncClient, mix: Mix) -> None:
         await self.at(0.45)
@@ -292,17 +251,23 @@ class Chaos:
 
         return list(await asyncio.gather(*(one(proxy) for proxy in self.proxies)))
 
+    def long_streams(self, mix: Mix) -> list[Spec]:
+        """Slow streams through the chat, Responses and Messages doors, SDK and raw."""
+        specs = []
+        for i in range(self.args.long_streams):
+            door, client = LONG_STREAM_DOORS[i % len(LONG_STREAM_DOORS)]
+            spec = mix.spec("chat-long", door)
+            spec.stream, spec.hang_up, spec.client, spec.previous = True, False, client, None
+            spec.key_name = "svc"  # not the 4/second key: these test the drain, not the limits
+            spec.words = [f"long{spec.rid}"] + [f"w{j}" for j in range(LONG_STREAM_WORDS - 1)]
+            specs.append(spec)
+        return specs
+
     async def shutdown(self, load: Load, mix: Mix) -> list[Result]:
         """Long streams (spread over the replicas), then SIGTERM to every replica with them
         (and the last requests) in flight."""
         await self.at(1.0)
-        longs = []
-        for i in range(self.args.long_streams):
-            spec = mix.spec("chat-long")
-            spec.stream, spec.hang_up, spec.client = True, False, ("sdk", "raw")[i % 2]
-            spec.key_name = "svc"  # not the 4/second key: these test the drain, not the limits
-            spec.words = [f"long{spec.rid}"] + [f"w{j}" for j in range(LONG_STREAM_WORDS - 1)]
-            longs.append(asyncio.create_task(load.one(spec)))
+        longs = [asyncio.create_task(load.one(spec)) for spec in self.long_streams(mix)]
         await asyncio.sleep(1.0)  # their first chunks are out
         load.stop.set()
         inflight = load.inflight
@@ -324,7 +289,7 @@ class Chaos:
         )
         ok = sum(r.outcome == "ok" for r in results)
         others = [
-            f"{r.outcome} {r.status} {r.error or ''} {r.detail[:80]}"
+            f"{r.spec.door} {r.outcome} {r.status} {r.error or ''} {r.detail[:80]}"
             for r in results
             if r.outcome != "ok"
         ]
@@ -348,7 +313,10 @@ class Chaos:
         async with httpx.AsyncClient(timeout=5, limits=limits) as http:
             workers = asyncio.create_task(load.run())
             scenario = asyncio.gather(
-                self.replica_checks(http), self.redis_outage(), self.reloads(http, mix)
+                self.replica_checks(http),
+                self.redis_outage(mix),
+                self.reloads(http, mix),
+                self.admin_checks(http),
             )
             await scenario
             await self.shutdown(load, mix)

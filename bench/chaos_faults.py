@@ -1,6 +1,7 @@
-"""Fake upstreams for the chaos run: tests/fakes/openai_upstream.py's FakeOpenAI (real wire
-format, in a thread of its own), each answering every request with a fault drawn from its
-plan, and counting what it injected."""
+"""Fake upstreams for the chaos run: tests/fakes/openai_upstream.py's FakeOpenAI (chat
+completions, its native /v1/responses and /v1/embeddings) and tests/fakes/anthropic_upstream.py's
+FakeAnthropic (/v1/messages and count_tokens), real wire formats, each in a thread of its own,
+answering every request with a fault drawn from its plan, and counting what it injected."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from fakes import anthropic_upstream as claude
+from fakes.anthropic_upstream import FakeAnthropic
 from fakes.openai_upstream import (
     Behaviour,
     FakeOpenAI,
@@ -59,7 +63,22 @@ def fault_makers(timeouts: Timeouts) -> dict[str, Callable[[random.Random], Beha
     }
 
 
-# Fault plans (weights, normalised when drawn): a flaky upstream, a slow one, a healthier backup
+def anthropic_fault_makers(timeouts: Timeouts) -> dict[str, Callable[[random.Random], Any]]:
+    """The same for the fake Anthropic upstream (its 529 is Anthropic's "overloaded")."""
+    return {
+        "ok": lambda rng: claude.ok(),
+        "500": lambda rng: claude.status(500),
+        "529 overloaded": lambda rng: claude.overloaded(),
+        "429 retry-after": lambda rng: claude.rate_limited(retry_after=rng.randint(1, 3)),
+        "hang past timeout": lambda rng: claude.hang(timeouts.total + 1.0),
+        "reset after first event": lambda rng: claude.drop_after(1),
+        "error event mid-stream": lambda rng: claude.error_event_after(3),
+        "garbage": lambda rng: claude.garbage(),
+    }
+
+
+# Fault plans (weights, normalised when drawn): a flaky upstream, a slow one, a healthier backup,
+# a native Responses API upstream and an Anthropic one (faults their fakes carry out)
 PLANS: dict[str, dict[str, float]] = {
     "flaky": {
         "ok": 0.66,
@@ -82,6 +101,25 @@ PLANS: dict[str, dict[str, float]] = {
         "429 retry-after": 0.02,
     },
     "backup": {"ok": 0.92, "500": 0.03, "reset before response": 0.03, "429 retry-after": 0.02},
+    "native": {
+        "ok": 0.80,
+        "500": 0.05,
+        "503": 0.02,
+        "429 retry-after": 0.03,
+        "hang past timeout": 0.02,
+        "reset after first chunk": 0.05,
+        "error event mid-stream": 0.03,
+    },
+    "claude": {
+        "ok": 0.80,
+        "500": 0.04,
+        "529 overloaded": 0.04,
+        "429 retry-after": 0.03,
+        "hang past timeout": 0.02,
+        "reset after first event": 0.04,
+        "error event mid-stream": 0.02,
+        "garbage": 0.01,
+    },
     "long": {"slow stream": 1.0},
     # for the replica checks: answers that depend on the proxy alone, and a breaker that opens
     "steady": {"ok": 1.0},
@@ -89,46 +127,86 @@ PLANS: dict[str, dict[str, float]] = {
 }
 
 
+class FaultPlan:
+    """Draws one fault per request from a plan's weights and counts them, from any thread."""
+
+    def __init__(
+        self, plan: str, makers: dict[str, Callable[[random.Random], Any]], seed: int
+    ) -> None:
+        weights = PLANS[plan]
+        self._names = list(weights)
+        self._weights = [weights[n] for n in self._names]
+        self._makers = makers
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.injected: Counter[str] = Counter()
+
+    def draw(self) -> Any:
+        with self._lock:
+            name = self._rng.choices(self._names, self._weights)[0]
+            self.injected[name] += 1
+            return self._makers[name](self._rng)
+
+    def faults(self) -> Counter[str]:
+        """Faults injected so far (every name but "ok")."""
+        with self._lock:
+            return Counter({k: v for k, v in self.injected.items() if k != "ok"})
+
+
+KEEP_REQUESTS = 500  # recorded requests kept, so that a long run does not grow without bound
+
+
 class FaultyUpstream(FakeOpenAI):
-    """A FakeOpenAI whose every chat request gets a fault drawn from `plan` (no script).
-
-    `injected` counts the faults by name. Recorded requests are trimmed so that a long run
-    does not grow without bound."""
-
-    KEEP_REQUESTS = 500
+    """A FakeOpenAI whose every request (chat, responses, embeddings) gets a fault drawn from
+    `plan` (no script)."""
 
     def __init__(
         self, name: str, plan: str, timeouts: Timeouts, seed: int, long_delay: float = 0.2
     ) -> None:
         super().__init__()
         self.name = name
-        self.plan = plan
-        self.injected: Counter[str] = Counter()
-        self._rng = random.Random(seed)
-        self._makers = fault_makers(timeouts)
-        self._makers["slow stream"] = (
-            (lambda rng: slow_stream(long_delay)) if plan == "long" else self._makers["slow stream"]
-        )
-        weights = PLANS[plan]
-        self._names = list(weights)
-        self._weights = [weights[n] for n in self._names]
-        self._draw_lock = threading.Lock()
+        makers = fault_makers(timeouts)
+        if plan == "long":
+            makers["slow stream"] = lambda rng: slow_stream(long_delay)
+        self.plan = FaultPlan(plan, makers, seed)
 
     def _next_behaviour(self) -> tuple[Behaviour, str, int]:
         _, reply, seq = super()._next_behaviour()  # the script is always empty
-        with self._draw_lock:
-            name = self._rng.choices(self._names, self._weights)[0]
-            self.injected[name] += 1
-            return self._makers[name](self._rng), reply, seq
+        return self.plan.draw(), reply, seq
 
     def _record(self, request, body):  # type: ignore[no-untyped-def]
         rec = super()._record(request, body)
         with self._lock:
-            if len(self._requests) > 2 * self.KEEP_REQUESTS:
-                del self._requests[: -self.KEEP_REQUESTS]
+            if len(self._requests) > 2 * KEEP_REQUESTS:
+                del self._requests[:-KEEP_REQUESTS]
         return rec
 
     def faults(self) -> Counter[str]:
-        """Faults injected so far (every name but "ok")."""
-        with self._draw_lock:
-            return Counter({k: v for k, v in self.injected.items() if k != "ok"})
+        return self.plan.faults()
+
+
+class FaultyAnthropic(FakeAnthropic):
+    """A FakeAnthropic whose every request gets a fault drawn from `plan`."""
+
+    def __init__(self, name: str, plan: str, timeouts: Timeouts, seed: int) -> None:
+        super().__init__()
+        self.name = name
+        self.plan = FaultPlan(plan, anthropic_fault_makers(timeouts), seed)
+
+    def _next(self) -> tuple[claude.Behaviour, str, int]:
+        _, reply, seq = super()._next()
+        return self.plan.draw(), reply, seq
+
+    def _record(self, request, body):  # type: ignore[no-untyped-def]
+        rec = super()._record(request, body)
+        with self._lock:
+            if len(self._requests) > 2 * KEEP_REQUESTS:
+                del self._requests[:-KEEP_REQUESTS]
+        return rec
+
+    def faults(self) -> Counter[str]:
+        return self.plan.faults()
+
+    @property
+    def base_url(self) -> str:
+        return self.url

@@ -8,10 +8,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.chaos_load import Result
+from bench.chaos_spec import DOORS, Result
 
-# Statuses a valid request of the run may get (docs/semantics.md, Statuses): anything else is a bug.
+# Statuses a valid request of the run may get, through any door (docs/semantics.md, Statuses):
+# anything else is a bug, unless the run itself explains it (a stored response lost with Redis).
 EXPECTED_ERRORS = frozenset({429, 502, 503, 504})
+OUTCOMES = ("ok", "error", "inband", "cancelled", "lost")
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -55,7 +57,20 @@ class Ledger:
 
     @property
     def unexpected(self) -> list[Result]:
-        return [r for r in self.by_outcome("error") if r.status not in EXPECTED_ERRORS]
+        return [
+            r
+            for r in self.by_outcome("error")
+            if r.status not in EXPECTED_ERRORS and r.excused is None
+        ]
+
+    def by_door(self) -> dict[str, dict[str, int]]:
+        """Per door: requests sent and each outcome."""
+        table = {}
+        for door in DOORS:
+            results = [r for r in self.results if r.spec.door == door]
+            counts = Counter(r.outcome for r in results)
+            table[door] = {"sent": len(results), **{o: counts[o] for o in OUTCOMES}}
+        return table
 
     @property
     def passed(self) -> bool:
@@ -65,6 +80,18 @@ class Ledger:
             and all(e.ok for e in self.events)
             and self.unhandled_in_log == 0
         )
+
+    def doors(self, ok: list[Result]) -> dict[str, Any]:
+        """What the summary says of the doors: outcomes per door, stored responses continued,
+        the embeddings' cache results, errors the run explains."""
+        return {
+            "by_door": self.by_door(),
+            "continued_ok": sum(1 for r in ok if r.spec.previous is not None),
+            "embedding_cache": dict(
+                Counter(str(r.cache) for r in ok if r.spec.door == "embeddings")
+            ),
+            "excused": dict(Counter(r.excused for r in self.results if r.excused)),
+        }
 
     def summary(self) -> dict[str, Any]:
         answered = [r for r in self.results if r.outcome in ("ok", "error", "inband")]
@@ -81,6 +108,7 @@ class Ledger:
             "by_client": dict(Counter(r.spec.client for r in self.results)),
             "by_replica": dict(sorted(Counter(r.spec.replica for r in self.results).items())),
             "streams": sum(r.spec.stream for r in self.results),
+            **self.doors(ok),
             "ok": len(ok),
             "failed_over": sum(1 for r in ok if (r.attempts or 0) > 1),
             "cache_hits": sum(1 for r in ok if r.cache == "hit"),
@@ -119,14 +147,15 @@ class Ledger:
             f"{s['streams']} streams; by replica {s['by_replica']})",
             f"  answered OK            {s['ok']:>6}   (failed over, x-llm-proxy-attempts > 1: "
             f"{s['failed_over']}; cache hits: {s['cache_hits']})",
-            f"  OpenAI-style errors    {sum(s['errors_by_status'].values()):>6}   by status "
+            f"  errors (own envelope)  {sum(s['errors_by_status'].values()):>6}   by status "
             f"{s['errors_by_status']}",
             f"                                  by code {s['errors_by_code']}",
-            f"  in-band stream errors  {s['inband_stream_errors']:>6}   (error event, then [DONE]: "
+            f"  in-band stream errors  {s['inband_stream_errors']:>6}   (the format's error event: "
             f"{s['inband_by_code']})",
             f"  client hang-ups        {s['client_hang_ups']:>6}   (the client left mid-stream "
             "on purpose)",
             f"  LOST                   {s['lost']:>6}",
+            f"  excused errors         {sum(s['excused'].values()):>6}   {s['excused']}",
             f"  unexpected statuses    {s['unexpected_statuses']:>6}",
             f"  latency, answered      p50 {_fmt(s['latency_answered']['p50'])}   "
             f"p99 {_fmt(s['latency_answered']['p99'])}",
@@ -134,8 +163,9 @@ class Ledger:
             f"p99 {_fmt(s['latency_ok']['p99'])}",
             f"  first token, OK stream p50 {_fmt(s['ttft_ok_streams']['p50'])}   "
             f"p99 {_fmt(s['ttft_ok_streams']['p99'])}",
-            f"  faults injected        {s['faults_total']:>6}",
         ]
+        lines += _door_lines(s)
+        lines.append(f"  faults injected        {s['faults_total']:>6}")
         for upstream, faults in s["faults"].items():
             lines.append(f"    {upstream:<8} {', '.join(f'{k} x{v}' for k, v in faults.items())}")
         lines.append("  events")
@@ -147,8 +177,21 @@ class Ledger:
         lines.append(f"  unhandled errors in the proxy log: {s['unhandled_errors_in_log']}")
         for r in (self.lost + self.unexpected)[:20]:
             lines.append(
-                f"  ! {r.outcome} #{r.spec.rid} {r.spec.client} {r.spec.model} "
+                f"  ! {r.outcome} #{r.spec.rid} {r.spec.door} {r.spec.client} {r.spec.model} "
                 f"stream={r.spec.stream} status={r.status} after {r.seconds:.2f}s: {r.detail}"
             )
         lines.append("PASSED" if s["passed"] else "FAILED")
         return "\n".join(lines)
+
+
+def _door_lines(s: dict[str, Any]) -> list[str]:
+    """The ledger's table of outcomes per door."""
+    lines = ["  per door                 sent     ok  error inband hangup   lost"]
+    for door, row in s["by_door"].items():
+        figures = "".join(f"{row[k]:>7}" for k in ("sent", *OUTCOMES))
+        lines.append(f"    {door:<20}{figures}")
+    lines.append(
+        f"    stored responses continued OK: {s['continued_ok']}; embeddings by cache "
+        f"result: {s['embedding_cache']}"
+    )
+    return lines

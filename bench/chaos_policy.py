@@ -1,6 +1,8 @@
 """The policies of the chaos run: a realistic one (weighted and priority routes, fallbacks,
-breakers, key limits, a Redis cache and Redis limits), the valid change written during the run,
-and the invalid file written after it. Every replica of the run reads the same file."""
+breakers, key limits, a Redis cache and Redis limits, a native Responses API route, an
+Anthropic route, an embeddings model with its per-input cache, stored responses in Redis, the
+admin API on a SQLite file the replicas share), the valid change written during the run, and
+the invalid file written after it. Every replica of the run reads the same file."""
 
 from __future__ import annotations
 
@@ -24,7 +26,10 @@ UPSTREAM_KEYS = {
     "up-long": "sk-chaos-upstream-L-secret",
     "up-steady": "sk-chaos-upstream-S-secret",
     "up-dead": "sk-chaos-upstream-D-secret",
+    "up-native": "sk-chaos-upstream-N-secret",
+    "up-claude": "sk-chaos-upstream-K-secret",
 }
+ADMIN_KEY = "sk-chaos-admin-0005"
 DRAIN_TIMEOUT = 12.0  # > retry.deadline + one attempt's total: every JSON request can finish
 DEADLINE = 6.0
 
@@ -38,12 +43,18 @@ FALLBACKS = {
     "chat-long": ("chat-long",),
     "chat-exact": ("chat-exact",),
     "chat-dead": ("chat-dead",),
+    "resp-native": ("resp-native", "chat-backup"),
+    "claude-chaos": ("claude-chaos", "chat-backup"),
+    "embed-cached": ("embed-cached",),
 }
 
 
-def chaos_policy(urls: dict[str, str], redis_url: str, timeouts: Timeouts) -> dict[str, Any]:
-    """`urls`: upstream name -> its /v1 base URL (up-a flaky, up-b slow, up-c backup, up-long;
-    up-steady always answers and up-dead always fails, for the replica checks)."""
+def chaos_policy(
+    urls: dict[str, str], redis_url: str, timeouts: Timeouts, admin_store: str
+) -> dict[str, Any]:
+    """`urls`: upstream name -> its base URL (up-a flaky, up-b slow, up-c backup, up-long;
+    up-steady always answers and up-dead always fails, for the replica checks; up-native
+    speaks the Responses API; up-claude is Anthropic's Messages API)."""
 
     def upstream(name: str, **extra: Any) -> dict[str, Any]:
         return {
@@ -66,37 +77,10 @@ def chaos_policy(urls: dict[str, str], redis_url: str, timeouts: Timeouts) -> di
             ),
             "up-steady": upstream("up-steady"),
             "up-dead": upstream("up-dead"),
+            "up-native": upstream("up-native", responses="native"),
+            "up-claude": upstream("up-claude", type="anthropic"),
         },
-        "models": {
-            "chat-weighted": {
-                "strategy": "weighted",
-                "routes": [
-                    {"upstream": "up-a", "model": "a-weighted", "weight": 3},
-                    {"upstream": "up-b", "model": "b-weighted", "weight": 1},
-                ],
-                "fallbacks": ["chat-backup"],
-            },
-            "chat-priority": {
-                "strategy": "priority",
-                "routes": [
-                    {"upstream": "up-b", "model": "b-priority"},
-                    {"upstream": "up-a", "model": "a-priority"},
-                ],
-                "fallbacks": ["chat-backup"],
-            },
-            "chat-cached": {
-                "strategy": "priority",
-                "routes": [
-                    {"upstream": "up-a", "model": "a-cached"},
-                    {"upstream": "up-c", "model": "c-cached"},
-                ],
-                "cache": {"ttl": 300},
-            },
-            "chat-backup": {"routes": [{"upstream": "up-c", "model": "c-backup"}]},
-            "chat-long": {"routes": [{"upstream": "up-long", "model": "long"}]},
-            "chat-exact": {"routes": [{"upstream": "up-steady", "model": "steady"}]},
-            "chat-dead": {"routes": [{"upstream": "up-dead", "model": "dead"}]},
-        },
+        "models": _models(),
         "keys": [
             {"name": "svc", "key": KEYS["svc"], "limits": {"concurrency": 64}},
             {
@@ -109,6 +93,7 @@ def chaos_policy(urls: dict[str, str], redis_url: str, timeouts: Timeouts) -> di
         ],
         "limits": {"storage": redis_url, "on_storage_error": "allow"},
         "cache": {"backend": "redis", "url": redis_db1, "ttl": 300},
+        "responses": {"storage": "redis"},  # shared by the replicas, lost when Redis restarts
         "retry": {"attempts": 2, "initial_delay": 0.05, "max_delay": 2.0, "deadline": DEADLINE},
         "circuit_breaker": {
             "failures": 5,
@@ -118,6 +103,59 @@ def chaos_policy(urls: dict[str, str], redis_url: str, timeouts: Timeouts) -> di
             "auth_cooldown": 5,
         },
         "logging": {"level": "INFO"},
+        "admin": {"key": ADMIN_KEY, "store": admin_store},
+    }
+
+
+def _models() -> dict[str, Any]:
+    """The public models: the load's (weighted, priority, cached, the backup, a native Responses
+    API route, an Anthropic route, embeddings), the shutdown's (chat-long) and the replica
+    checks' (chat-exact, chat-dead)."""
+    return {
+        "chat-weighted": {
+            "strategy": "weighted",
+            "routes": [
+                {"upstream": "up-a", "model": "a-weighted", "weight": 3},
+                {"upstream": "up-b", "model": "b-weighted", "weight": 1},
+            ],
+            "fallbacks": ["chat-backup"],
+        },
+        "chat-priority": {
+            "strategy": "priority",
+            "routes": [
+                {"upstream": "up-b", "model": "b-priority"},
+                {"upstream": "up-a", "model": "a-priority"},
+            ],
+            "fallbacks": ["chat-backup"],
+        },
+        "chat-cached": {
+            "strategy": "priority",
+            "routes": [
+                {"upstream": "up-a", "model": "a-cached"},
+                {"upstream": "up-c", "model": "c-cached"},
+            ],
+            "cache": {"ttl": 300},
+        },
+        "chat-backup": {"routes": [{"upstream": "up-c", "model": "c-backup"}]},
+        "chat-long": {"routes": [{"upstream": "up-long", "model": "long"}]},
+        "chat-exact": {"routes": [{"upstream": "up-steady", "model": "steady"}]},
+        "chat-dead": {"routes": [{"upstream": "up-dead", "model": "dead"}]},
+        "resp-native": {
+            "routes": [{"upstream": "up-native", "model": "n-native"}],
+            "fallbacks": ["chat-backup"],
+        },
+        "claude-chaos": {
+            "routes": [{"upstream": "up-claude", "model": "claude-fake"}],
+            "fallbacks": ["chat-backup"],
+        },
+        "embed-cached": {
+            "strategy": "priority",
+            "routes": [
+                {"upstream": "up-a", "model": "a-embed"},
+                {"upstream": "up-c", "model": "c-embed"},
+            ],
+            "cache": {"ttl": 300},
+        },
     }
 
 

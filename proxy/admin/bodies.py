@@ -63,7 +63,7 @@ def decode(body: bytes, kind: type[B]) -> B:
     except msgspec.ValidationError as exc:
         message, param = explain(str(exc))
         raise InvalidRequestError(f"Invalid body: {message}", param=param) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # invalid UTF-8 inside a string
         raise InvalidRequestError("The body is not valid JSON.") from None
     check_limits(getattr(decoded, "limits", None))
     expires = getattr(decoded, "expires_at", None)

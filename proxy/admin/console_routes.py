@@ -124,7 +124,7 @@ async def sign_in(request: AnyRequest, gateway: NamedDependency[Gateway]) -> Res
     console = _console(request, gateway)
     try:
         sent = _decode_sign_in(await request.body()).key
-    except msgspec.DecodeError:  # a ValidationError too
+    except (msgspec.DecodeError, UnicodeDecodeError):  # a ValidationError too; bad UTF-8
         raise InvalidRequestError(
             'Sign in with a JSON body: {"key": "<the admin key>"}.', param="key"
         ) from None

@@ -73,7 +73,7 @@ def transaction(db: sqlite3.Connection, immediate: bool = False) -> Iterator[sql
 
 class SQLiteStore(AdminStore):
     kind = "sqlite"
-    refresh_every = 1.0
+    refresh_every = 0.5  # other processes on the file must see a change well within a second
 
     def __init__(self, url: str, migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
         super().__init__(url)

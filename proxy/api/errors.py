@@ -3,6 +3,9 @@ front door the request came by (OpenAI's, or Anthropic's under /v1/messages)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from litestar import Response
 from litestar.exceptions import (
     HTTPException,
@@ -29,7 +32,7 @@ from proxy.formats.messages import MESSAGES
 def render(request: AnyRequest, error: ProxyError) -> Response[bytes]:
     """The error in the envelope of the front door the request came in by (OpenAI's for
     everything but Anthropic's Messages API)."""
-    door: FrontDoor = request.scope.get("state", {}).get("door") or door_of_path(request)
+    door: FrontDoor = request.scope.get("state", {}).get("door") or door_of_path(request.scope)
     headers = error.response_headers()
     headers.update(door.id_headers(request_id_of(request)))
     return Response(
@@ -40,10 +43,10 @@ def render(request: AnyRequest, error: ProxyError) -> Response[bytes]:
     )
 
 
-def door_of_path(request: AnyRequest) -> FrontDoor:
-    """For an error before any handler ran (unknown path, wrong method): the door whose
-    paths it was sent to."""
-    path = request.scope.get("path", "")
+def door_of_path(scope: Mapping[str, Any]) -> FrontDoor:
+    """For an error before any handler ran (unknown path, wrong method, the header guard):
+    the door whose paths it was sent to."""
+    path = scope.get("path", "")
     if path == "/v1/messages" or path.startswith("/v1/messages/"):
         return MESSAGES
     return CHAT

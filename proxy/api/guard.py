@@ -1,12 +1,14 @@
 """The outermost ASGI layer: request headers larger than `server.max_header_bytes` get a 431,
-and a request target longer than MAX_TARGET_BYTES a 414, in OpenAI's envelope, before anything
-else reads them (the HTTP parser takes them whole; Litestar's router memoizes the last 1,024
-paths it saw, whatever their size)."""
+and a request target longer than MAX_TARGET_BYTES a 414, in the envelope of the path's door
+(Anthropic's under /v1/messages, else OpenAI's), before anything else reads them (the HTTP
+parser takes them whole; Litestar's router memoizes the last 1,024 paths it saw, whatever their
+size)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from proxy.api.errors import door_of_path
 from proxy.errors import ProxyError
 from proxy.gateway import Gateway
 
@@ -35,7 +37,7 @@ class HeaderSizeGuard:
         if scope["type"] == "http":
             error = self._refusal(scope)
             if error is not None:
-                body = error.body()
+                body = door_of_path(scope).error_body(error)
                 await send(
                     {
                         "type": "http.response.start",

@@ -32,6 +32,31 @@ ERROR_STATUSES = {
 }
 
 
+# OpenAPI 3.1 reads the schema of a text/event-stream answer as the schema of one event (3.2
+# calls it itemSchema): its fields as a client's SSE parser hands them over, `data` the payload.
+SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+
+
+def _events_described(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every event stream of every door described as a stream of SSE events."""
+    for item in paths.values():
+        for operation in item.values():
+            for answer in operation.get("responses", {}).values():
+                streamed = answer.get("content", {}).get("text/event-stream")
+                if streamed is not None:
+                    streamed["schema"] = SSE_EVENT
+    return paths
+
+
 def _ref(kind: type) -> dict[str, str]:
     return {"$ref": REF.format(name=kind.__name__)}
 
@@ -70,7 +95,7 @@ def openapi_document(metrics_path: str = "/metrics", keys: bool = False) -> dict
     return {
         "openapi": "3.1.0",
         "info": {"title": "llm-proxy", "version": proxy.__version__},
-        "paths": paths,
+        "paths": _events_described(paths),
         "components": {
             "schemas": {
                 **_schemas(),

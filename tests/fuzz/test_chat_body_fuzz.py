@@ -12,7 +12,6 @@ derandomized, elsewhere every run draws new examples.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 
@@ -22,41 +21,16 @@ import pytest
 pytest.importorskip("hypothesis")
 
 from fakes.proxy_harness import RunningProxy
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from . import strategies as s
-from .checks import ANSWER_TIMEOUT, Tally, check_chat_answer, examples
+from .checks import ANSWER_TIMEOUT, CONTENT_TYPES, Tally, check_chat_answer, fuzz_settings
 from .conftest import FUZZ_KEY
 
 pytestmark = pytest.mark.timeout(180)
 
 CHAT = "/v1/chat/completions"
-PHASES = [Phase.explicit, Phase.reuse, Phase.generate]
-if os.environ.get("FUZZ_SHRINK"):
-    PHASES.append(Phase.shrink)
-
-
-def fuzz_settings(n: int) -> settings:
-    return settings(
-        max_examples=examples(n),
-        deadline=None,
-        database=None,
-        derandomize=bool(os.environ.get("CI")),
-        phases=PHASES,
-        suppress_health_check=list(HealthCheck),
-        print_blob=True,
-    )
-
-
-CONTENT_TYPES = [
-    "application/json",
-    "application/json; charset=utf-8",
-    "text/plain",
-    "",
-    "application/x-www-form-urlencoded",
-    "multipart/form-data; boundary=x",
-]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
-"""Random and garbage methods, paths and headers on every route, sent as raw
-bytes so that nothing is cleaned on the way. Every answer comes within ANSWER_TIMEOUT, is
-never a 5xx and never carries a stack trace; an error is the OpenAI envelope, unless uvicorn's
-parser refused the bytes before the app saw them (its plain-text 400)."""
+"""Random and garbage methods, paths and headers on every route (every door, the stored
+responses, the admin API and the console), sent as raw bytes so that nothing is cleaned on the
+way, with no key, the client key (as a bearer token or in `x-api-key`) or the admin key. Every
+answer comes within ANSWER_TIMEOUT, is never a 5xx and never carries a stack trace; an error is
+the envelope of the path's door (Anthropic's under /v1/messages, OpenAI's elsewhere), unless
+uvicorn's parser refused the bytes before the app saw them (its plain-text 400)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 from security.helpers import NoAnswer, raw_request
 
 from .checks import ANSWER_TIMEOUT, Tally, check_any_answer, examples
-from .conftest import FUZZ_KEY
+from .conftest import FUZZ_ADMIN_KEY, FUZZ_KEY
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -36,6 +38,35 @@ ROUTES = [
     "/v1",
     "/v1/completions",
     "/v1/embeddings",
+    "/v1/responses",
+    "/v1/responses/resp_0123456789abcdef",
+    "/v1/responses/resp_0123456789abcdef/input_items",
+    "/v1/responses/resp_0123456789abcdef/input_items?order=asc&limit=0&after=x",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/messages/batches",
+    "/admin/keys",
+    "/admin/keys/fuzz",
+    "/admin/keys/k-1",
+    "/admin/keys/k-1/rotate",
+    "/admin/usage",
+    "/admin/usage?group_by=day&format=csv&since=2026-01-01&until=2025-01-01",
+    "/admin/audit?limit=-1",
+    "/admin/overview?minutes=99",
+    "/admin/policy",
+    "/ui",
+    "/ui/session",
+    "/ui/assets/app.css",
+    "/openapi.json",
+    "/v1/messages?q=" + "x" * 5000,  # past the longest target the proxy takes (414)
+    "/v1/responses?q=" + "x" * 5000,
+]
+# Who the request claims to be: nobody, the client key two ways, the admin key
+CREDENTIALS = [
+    [],
+    [(b"Authorization", f"Bearer {FUZZ_KEY}".encode())],
+    [(b"x-api-key", FUZZ_KEY.encode())],
+    [(b"Authorization", f"Bearer {FUZZ_ADMIN_KEY}".encode())],
 ]
 METHODS = [
     "GET",
@@ -85,6 +116,10 @@ SPECIAL = [
     b"te",
     b"x-forwarded-for",
     b"forwarded",
+    b"x-api-key",
+    b"anthropic-version",
+    b"anthropic-beta",
+    b"x-csrf-token",
 ]
 
 TOKEN = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -110,9 +145,14 @@ value_printable = st.one_of(
             b"a\tb",
             b" leading",
             b"x" * 9000,
+            b"x" * 70_000,  # past max_header_bytes (431)
             b"websocket",
             b"trailers",
             b"Bearer sk-" + b"A" * 300,
+            FUZZ_KEY.encode(),
+            f"Bearer {FUZZ_ADMIN_KEY}".encode(),
+            b"llm_proxy_console=x.1.y",
+            b"2023-06-01",
         ]
     ),
     st.lists(st.sampled_from(list(PRINTABLE)), max_size=60).map(bytes),
@@ -153,6 +193,14 @@ body = st.one_of(
     st.just(b""),
     st.just(b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'),
     st.just(b'{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}'),
+    st.just(b'{"model":"m","input":"hi"}'),
+    st.just(b'{"model":"native","input":"hi","stream":true}'),
+    st.just(b'{"model":"claude","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}'),
+    st.just(
+        b'{"model":"m","max_tokens":8,"stream":true,"messages":[{"role":"user","content":"x"}]}'
+    ),
+    st.just(b'{"name":"k-1","models":["m"]}'),
+    st.just(b'{"key":"' + FUZZ_ADMIN_KEY.encode() + b'"}'),
     st.binary(max_size=200),
 )
 
@@ -185,7 +233,7 @@ def tally() -> Iterator[Tally]:
     data=st.data(),
     path=path,
     body=body,
-    authorized=st.booleans(),
+    credentials=st.sampled_from(CREDENTIALS),
 )
 def test_any_method_path_and_headers(
     fuzz_proxy: RunningProxy,
@@ -194,12 +242,10 @@ def test_any_method_path_and_headers(
     data: st.DataObject,
     path: str,
     body: bytes,
-    authorized: bool,
+    credentials: list[tuple[bytes, bytes]],
 ) -> None:
     method = data.draw(st.one_of(method_clean, method_garbage) if garbage else method_clean)
-    headers = data.draw(headers_of(garbage))
-    if authorized:
-        headers = [(b"Authorization", f"Bearer {FUZZ_KEY}".encode()), *headers]
+    headers = [*credentials, *data.draw(headers_of(garbage))]
     request = build(method, path, headers, body)
     try:
         resp = raw_request(fuzz_proxy.port, request, timeout=ANSWER_TIMEOUT)
@@ -207,6 +253,30 @@ def test_any_method_path_and_headers(
         raise AssertionError(f"{exc}\nsent {request[:600]!r}") from None
     tally.statuses[str(resp.status)] += 1
     try:
-        check_any_answer(method, resp.status, resp.headers, resp.body)
+        check_any_answer(method, resp.status, resp.headers, resp.body, path)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\nsent {request[:600]!r}") from None
+
+
+# ---- the bugs the fuzzers found, pinned ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "header", "status"),
+    [
+        ("/v1/messages?q=" + "x" * 5000, b"", 414),
+        ("/v1/messages/count_tokens", b"x" * 70_000, 431),
+        ("/v1/chat/completions?q=" + "x" * 5000, b"", 414),
+        ("/v1/responses", b"x" * 70_000, 431),
+    ],
+    ids=["messages-414", "count-tokens-431", "chat-414", "responses-431"],
+)
+def test_the_header_guard_answers_in_the_envelope_of_the_door(
+    fuzz_proxy: RunningProxy, path: str, header: bytes, status: int
+) -> None:
+    """The guard in front of the app answered its 414 and 431 in OpenAI's envelope on every
+    path, Anthropic's Messages API included."""
+    headers = [(b"x-api-key", FUZZ_KEY.encode()), (b"x-padding", header)] if header else []
+    resp = raw_request(fuzz_proxy.port, build("POST", path, headers, b"{}"), ANSWER_TIMEOUT)
+    assert resp.status == status, resp.body[:300]
+    check_any_answer("POST", resp.status, resp.headers, resp.body, path)

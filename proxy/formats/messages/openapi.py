@@ -26,7 +26,7 @@ ERROR_STATUSES = {
     "503": "No usable route, or the upstream is not configured (overloaded_error)",
     "504": "The upstream timed out (api_error)",
 }
-_KNOWN_BLOCKS = ["text", "image", "tool_use", "tool_result"]
+_DROPPED_BLOCKS = ["thinking", "redacted_thinking"]  # left out when translated
 
 
 def _object(required: list[str], **properties: Any) -> dict[str, Any]:
@@ -37,21 +37,31 @@ def _array(*items: dict[str, Any]) -> dict[str, Any]:
     return {"type": "array", "items": {"anyOf": list(items)}}
 
 
+def _content(description: str, *blocks: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "anyOf": [{"type": "string"}, _array(*blocks)]}
+
+
+# What every route takes, translated ones included; other blocks, image sources and tool
+# result contents pass through to native routes only, and a translated one answers 400.
 _TEXT = _object(["type", "text"], type={"const": "text"}, text={"type": "string"})
-_SOURCE = _object(
-    ["type"],
-    type={"type": "string"},
-    media_type={"type": "string"},
-    data={"type": "string"},
-    url={"type": "string"},
-)
+_SOURCE = {
+    "anyOf": [
+        _object(
+            ["type", "media_type", "data"],
+            type={"const": "base64"},
+            media_type={"type": "string", "minLength": 1},
+            data={"type": "string"},
+        ),
+        _object(["type", "url"], type={"const": "url"}, url={"type": "string", "minLength": 1}),
+    ]
+}
 _IMAGE = _object(["type", "source"], type={"const": "image"}, source=_SOURCE)
-_OTHER = _object(["type"], type={"type": "string", "not": {"enum": _KNOWN_BLOCKS}})
+_DROPPED = _object(["type"], type={"enum": _DROPPED_BLOCKS})
 _RESULT = _object(
     ["type", "tool_use_id"],
     type={"const": "tool_result"},
     tool_use_id={"type": "string"},
-    content={"anyOf": [{"type": "string"}, _array(_TEXT, _IMAGE, _OTHER)]},
+    content={"anyOf": [{"type": "string"}, _array(_TEXT)]},
     is_error={"type": "boolean"},
 )
 _USE = _object(
@@ -61,12 +71,13 @@ _USE = _object(
     name={"type": "string"},
     input={"type": "object"},
 )
-CONTENT_SCHEMA: dict[str, Any] = {
-    "description": "A text, or content blocks (other block types pass through to native routes)",
-    "anyOf": [
-        {"type": "string"},
-        _array(_TEXT, _IMAGE, _USE, _RESULT, _OTHER),
-    ],
+_USER = _content("A text, or text, image and tool_result blocks", _TEXT, _IMAGE, _RESULT, _DROPPED)
+_ASSISTANT = _content("A text, or text and tool_use blocks", _TEXT, _USE, _DROPPED)
+MESSAGE_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        _object(["role", "content"], role={"const": "user"}, content=_USER),
+        _object(["role", "content"], role={"const": "assistant"}, content=_ASSISTANT),
+    ]
 }
 
 
@@ -74,9 +85,16 @@ def messages_schemas() -> dict[str, Any]:
     _, components = msgspec.json.schema_components(
         [MessagesHead, AssistantMessage, TokenCount, ErrorEvent], ref_template=REF
     )
-    components["MessageParam"]["properties"]["content"] = CONTENT_SCHEMA
+    components["MessageParam"] = MESSAGE_SCHEMA
     head = components["MessagesHead"]
     head["additionalProperties"] = True  # Anthropic's other fields pass through
+    tool = components["ToolParam"]  # a client tool, which every route takes (server tools:
+    tool["properties"]["input_schema"] = {"type": "object"}  # native routes only)
+    tool["properties"]["type"] = {"const": "custom"}
+    tool["required"] = ["input_schema", "name"]
+    choice = components["ToolChoiceParam"]  # {"type": "tool"} names the tool
+    choice["if"] = {"properties": {"type": {"const": "tool"}}, "required": ["type"]}
+    choice["then"] = {"required": ["name"], "properties": {"name": {"type": "string"}}}
     components["MessagesRequest"] = {  # /v1/messages needs max_tokens, count_tokens does not
         **head,
         "properties": {**head["properties"], "max_tokens": {"type": "integer", "minimum": 1}},
