@@ -95,6 +95,42 @@ class MemoryWindows:
         window, weight, _ = self._counts(item, identifiers, self._clock())
         return window[2] * weight + window[1] < item.amount - cost + 1
 
+    def take(
+        self, item: RateLimitItem, key: tuple[str, ...], kind: str, cost: int = 1
+    ) -> tuple[bool, WindowState]:
+        """A hit (when it fits) and the window's state after it, in one pass."""
+        window, weight, current_left = self._counts(item, key, self._clock())
+        allowed = (
+            cost <= item.amount and floor(window[2] * weight + window[1]) + cost <= item.amount
+        )
+        if allowed:
+            window[1] += cost
+        return allowed, self._state_of(item, window, weight, current_left, kind)
+
+    def give_back(self, item: RateLimitItem, key: tuple[str, ...], cost: int = 1) -> None:
+        """Undo a hit of this request (a later scope refused it)."""
+        window = self._window(item, key)
+        window[1] = max(window[1] - cost, 0)
+
+    def state(self, item: RateLimitItem, key: tuple[str, ...], kind: str) -> WindowState:
+        window, weight, current_left = self._counts(item, key, self._clock())
+        return self._state_of(item, window, weight, current_left, kind)
+
+    @staticmethod
+    def _state_of(
+        item: RateLimitItem, window: list[float], weight: float, current_left: float, kind: str
+    ) -> WindowState:
+        """Remaining and reset as the library's get_window_stats says them."""
+        previous, current = window[2], window[1]
+        remaining = max(0, item.amount - floor(previous * weight + current))
+        expiry = window[3]
+        reset = inf
+        if previous:
+            reset = (weight * expiry) % (expiry / previous)
+        if current:
+            reset = min(reset, current_left % expiry)
+        return WindowState(kind, item.amount, int(remaining), 0.0 if reset == inf else reset)
+
     def stats_now(self, item: RateLimitItem, identifiers: tuple[str, ...]) -> WindowStats:
         now = self._clock()
         window, weight, current_left = self._counts(item, identifiers, now)
@@ -113,44 +149,36 @@ class MemoryWindows:
 
 def admit_windows(windows: MemoryWindows, scopes: Sequence[Scope], estimate: int) -> list[Hold]:
     """Admission on scopes that have only windows (no bucket, no concurrency), in process and
-    without a single await: every scope tested, then every scope's request windows hit."""
-    for number, scope in enumerate(scopes):
-        lim, ident = scope.limits, f"{scope.limits.scope}:{scope.ident}"
-        if number or len(lim.requests) > 1 or (scope.tokens and lim.tokens):
-            _test(windows, lim, ident, estimate if scope.tokens else 0)
-    holds = []
-    for scope in scopes:
-        lim = scope.limits
-        hold = Hold(lim, f"{lim.scope}:{scope.ident}")
-        key = (hold.ident,)
-        for item in lim.requests:
-            if not windows.hit_now(item, key):
-                raise Refused(lim.scope, "requests", _reset(windows, item, key))
+    without a single await: each request window hit in turn (its state read in the same
+    pass), and every hit given back when a later window refuses, so a refusal takes
+    nothing; token windows are tested against the estimate (charged at the end)."""
+    holds: list[Hold] = []
+    taken: list[tuple[RateLimitItem, tuple[str, ...]]] = []
+    try:
+        for scope in scopes:
+            lim = scope.limits
+            hold = Hold(lim, f"{lim.scope}:{scope.ident}")
+            key: tuple[str, ...] = (hold.ident,)
+            if scope.tokens and lim.tokens:
+                _test_tokens(windows, lim, key, estimate)
+            for item in lim.requests:
+                allowed, state = windows.take(item, key, "requests")
+                if not allowed:
+                    raise Refused(lim.scope, "requests", state.reset)
+                taken.append((item, key))
+                if scope.states:
+                    hold.states.append(state)
             if scope.states:
-                hold.states.append(_state(windows, "requests", item, key))
-        if scope.states:
-            hold.states += [_state(windows, "tokens", item, key) for item in lim.tokens]
-        holds.append(hold)
+                hold.states += [windows.state(item, key, "tokens") for item in lim.tokens]
+            holds.append(hold)
+    except Refused:
+        for item, key in taken:
+            windows.give_back(item, key)
+        raise
     return holds
 
 
-def _test(windows: MemoryWindows, lim: Limits, ident: str, estimate: int) -> None:
-    key = (ident,)
-    for item in lim.requests:
-        if not windows.test_now(item, key):
-            raise Refused(lim.scope, "requests", _reset(windows, item, key))
-    for item in lim.tokens if estimate else ():
+def _test_tokens(windows: MemoryWindows, lim: Limits, key: tuple[str, ...], estimate: int) -> None:
+    for item in lim.tokens:
         if not windows.test_now(item, key, max(min(estimate, item.amount), 1)):
-            raise Refused(lim.scope, "tokens", _reset(windows, item, key))
-
-
-def _state(
-    windows: MemoryWindows, kind: str, item: RateLimitItem, key: tuple[str, ...]
-) -> WindowState:
-    stats = windows.stats_now(item, key)
-    reset = max(stats.reset_time - windows.now(), 0.0)
-    return WindowState(kind, item.amount, stats.remaining, reset)
-
-
-def _reset(windows: MemoryWindows, item: RateLimitItem, key: tuple[str, ...]) -> float:
-    return max(windows.stats_now(item, key).reset_time - windows.now(), 0.0)
+            raise Refused(lim.scope, "tokens", windows.state(item, key, "tokens").reset)

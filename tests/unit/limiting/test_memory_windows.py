@@ -67,3 +67,38 @@ async def test_stale_windows_are_swept(clock: Clock, monkeypatch: pytest.MonkeyP
     clock.now += 5
     await windows.hit(item, "new")
     assert len(windows._windows) == 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_take_is_a_hit_and_its_stats_in_one_pass(clock: Clock, seed: int) -> None:
+    rng = random.Random(seed)
+    ours = MemoryWindows(clock)
+    theirs = limits.aio.strategies.SlidingWindowCounterRateLimiter(
+        limits.aio.storage.MemoryStorage()
+    )
+    item = limits.parse("6/10 seconds")
+    for _ in range(300):
+        clock.now += rng.choice([0.0, 0.05, 0.7, 2.5])
+        allowed, state = ours.take(item, ("k",), "requests")
+        assert allowed == await theirs.hit(item, "k")
+        stats = await theirs.get_window_stats(item, "k")
+        assert state.remaining == stats.remaining
+        assert state.reset == pytest.approx(max(stats.reset_time - clock.now, 0.0), abs=1e-6)
+
+
+async def test_a_refusal_on_a_later_scope_takes_nothing_anywhere(clock: Clock) -> None:
+    from proxy.config import LimitSpec
+    from proxy.limits.scopes import Refused, Scope, compile_limits
+    from proxy.limits.windows import admit_windows
+
+    windows = MemoryWindows(clock)
+    key = compile_limits("key", LimitSpec(requests="10/minute"))
+    model = compile_limits("model", LimitSpec(requests="1/minute"))
+    assert key is not None and model is not None
+    scopes = [Scope(key, "team", states=True), Scope(model, "m")]
+    admit_windows(windows, scopes, 1)
+    with pytest.raises(Refused) as refused:
+        admit_windows(windows, scopes, 1)
+    assert refused.value.scope == "model" and refused.value.retry_after is not None
+    holds = admit_windows(windows, [scopes[0]], 1)  # the key's hit was given back: 8 left
+    assert holds[0].states[0].remaining == 8
