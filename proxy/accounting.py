@@ -44,11 +44,9 @@ class RequestRecord:
         series.duration.observe(duration)
         series.overhead.observe(max(duration - self.upstream_seconds - self.waited, 0.0))
         if self.first_token is not None:
-            metrics.child(metrics.first_token, self.model, self.route).observe(self.first_token)
+            metrics.observe_first_token(series, self.first_token)
         if self.prompt_tokens or self.completion_tokens:
-            metrics.record_tokens(
-                self.model, self.route, self.prompt_tokens, self.completion_tokens
-            )
+            metrics.count_tokens(series, self.prompt_tokens, self.completion_tokens)
 
     def finish(self, metrics: Metrics, log: AccessLog) -> None:
         duration = time.perf_counter() - self.started

@@ -29,14 +29,32 @@ def go_duration(seconds: float) -> str:
     return text
 
 
+_NAMES = {
+    kind: (
+        f"x-ratelimit-limit-{kind}",
+        f"x-ratelimit-remaining-{kind}",
+        f"x-ratelimit-reset-{kind}",
+    )
+    for kind in ("requests", "tokens")
+}
+
+
 def rate_limit_headers(states: list[WindowState]) -> dict[str, str]:
+    """The tightest window of each kind (least left, as a share of its limit)."""
+    tightest: dict[str, WindowState] = {}
+    for state in states:
+        known = tightest.get(state.kind)
+        if known is None or _tighter(state, known):
+            tightest[state.kind] = state
     headers: dict[str, str] = {}
-    for kind in ("requests", "tokens"):
-        windows = [s for s in states if s.kind == kind]
-        if not windows:
-            continue
-        tightest = min(windows, key=lambda s: (s.remaining / max(s.limit, 1), s.remaining))
-        headers[f"x-ratelimit-limit-{kind}"] = str(tightest.limit)
-        headers[f"x-ratelimit-remaining-{kind}"] = str(max(tightest.remaining, 0))
-        headers[f"x-ratelimit-reset-{kind}"] = go_duration(tightest.reset)
+    for kind, state in tightest.items():
+        limit, remaining, reset = _NAMES[kind]
+        headers[limit] = str(state.limit)
+        headers[remaining] = str(max(state.remaining, 0))
+        headers[reset] = go_duration(state.reset)
     return headers
+
+
+def _tighter(state: WindowState, than: WindowState) -> bool:
+    share, other = state.remaining / max(state.limit, 1), than.remaining / max(than.limit, 1)
+    return share < other or (share == other and state.remaining < than.remaining)

@@ -16,13 +16,18 @@ FIRST_TOKEN_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestSeries:
-    """The labelled children a request's end touches."""
+    """The labelled children a request's end touches (the token and first-token series made
+    on first use, so a label set appears in /metrics only once it has counted something)."""
 
     requests: Any
     duration: Any
     overhead: Any
+    model: str
+    route: str
+    tokens: tuple[Any, Any] | None = None
+    first_token: Any = None
 
 
 class Metrics:
@@ -121,12 +126,24 @@ class Metrics:
                 self.child(self.requests, model, route, str(status), api),
                 self.child(self.duration, model, route, api),
                 self.child(self.overhead, model),
+                model,
+                route,
             )
         return series
 
-    def record_tokens(self, model: str, route: str, prompt: int, completion: int) -> None:
-        self.child(self.tokens, model, route, "prompt").inc(prompt)
-        self.child(self.tokens, model, route, "completion").inc(completion)
+    def count_tokens(self, series: RequestSeries, prompt: int, completion: int) -> None:
+        if series.tokens is None:
+            series.tokens = (
+                self.child(self.tokens, series.model, series.route, "prompt"),
+                self.child(self.tokens, series.model, series.route, "completion"),
+            )
+        series.tokens[0].inc(prompt)
+        series.tokens[1].inc(completion)
+
+    def observe_first_token(self, series: RequestSeries, seconds: float) -> None:
+        if series.first_token is None:
+            series.first_token = self.child(self.first_token, series.model, series.route)
+        series.first_token.observe(seconds)
 
     def exposition(self) -> bytes:
         if self.multiprocess:
