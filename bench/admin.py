@@ -173,6 +173,7 @@ def run(
     if outcome.skipped:
         raise SystemExit(f"could not start: {outcome.skipped}")
     urls = {name: url for name, (_, url) in live.items()}
+    pids = {name: (proc.popen.pid if proc else None, url) for name, (proc, url) in live.items()}
     for target in (runtime, files):
         for stream in args.modes:
             measure(urls[target.name], target, stream, 16, args.warmup)
@@ -180,7 +181,7 @@ def run(
     for stream in args.modes:
         for connections in args.concurrency:
             point = Comparison(runtime.name, files.name, stream, connections)
-            rounds(runtime, files, urls, point, args)
+            rounds(runtime, files, pids, point, args)
             points.append(point)
     return points, ledger_report(urls[runtime.name])
 

@@ -1,7 +1,7 @@
 """Embeddings through llm-proxy: what the door costs beside the bare pass-through, and what
 the per-input cache saves when a corpus is indexed again.
 
-    python bench/embeddings.py                 # both parts (~1 min)
+    python bench/embeddings.py                 # both parts (~2 min)
     python bench/embeddings.py --quick         # 1 run of 3 s, a smaller corpus
     python bench/embeddings.py throughput --runs 3 --duration 5 --concurrency 16
     python bench/embeddings.py reindex --docs 200 --changed 0.1 --backend disk
@@ -13,8 +13,10 @@ size, 131 KB). Targets, each on core 0: `bare` (bench/passthrough.py under uvico
 `proxy` (llm-proxy, client key, cache `none`: the door's validation, routing, the reply
 passed on with the public model, one log line), `proxy-miss` (the default disk cache, every
 input of every request new: 16 lookups that miss and 16 fills a request) and `proxy-hit`
-(the memory cache, the same body every time: every request a whole hit). Runs are
-interleaved and the ratio to `bare` is taken inside each run, then the median. Bar:
+(the memory cache, the same body every time: every request a whole hit). Each run measures
+every target once, the order reversed every other run so that drift cancels; the ratio to
+`bare` is taken inside each run, then the median, beside each process's CPU time per request
+(from /proc; its ratio holds when something else competes for the core). Bar:
 `proxy / bare >= 0.7`.
 
 **reindex** (bench/embeddings_reindex.py): a corpus of `--docs` documents of `--chunks`
@@ -51,6 +53,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(HERE.parent))
 
 from bench import procs, wrk
+from bench.interleaved import cpu_seconds
 from bench.run import exclusive
 from bench.targets import CLIENT_KEY, UPSTREAM_KEY, Context, passthrough_command
 
@@ -247,29 +250,41 @@ def throughput(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack)
     files[1].write_text(WRK_LUA)
     for port in ports.values():
         check(port, body)
-    runs: list[dict[str, wrk.WrkResult]] = []
+    pids = {name: proc.popen.pid for name, (proc, _) in started}
+    runs: list[dict[str, tuple[wrk.WrkResult, float]]] = []
     for number in range(args.runs):
-        run = {
-            name: load(port, files, args.concurrency, args.duration, name in VARIED)
-            for name, port in ports.items()
-        }
+        names = list(ports) if number % 2 == 0 else list(reversed(ports))  # drift cancels
+        run = {}
+        for name in names:
+            before = cpu_seconds(pids[name])
+            result = load(ports[name], files, args.concurrency, args.duration, name in VARIED)
+            run[name] = result, (cpu_seconds(pids[name]) - before) * 1e6 / max(result.requests, 1)
         runs.append(run)
-        log(f"run {number + 1}: " + ", ".join(f"{n} {r.rps:.0f} req/s" for n, r in run.items()))
+        log(f"run {number + 1}: " + ", ".join(
+            f"{n} {run[n][0].rps:.0f} req/s ({run[n][1]:.0f} us CPU/req)" for n in ports
+        ))  # fmt: skip
     return report_throughput(runs, args.concurrency)
 
 
-def report_throughput(runs: list[dict[str, wrk.WrkResult]], concurrency: int) -> bool:
-    print(f"\n## Embeddings, {BATCH} inputs a request, c={concurrency} (median of {len(runs)})\n")
-    print("| target | req/s | p50 ms | p99 ms | errors | / bare |")
-    print("|---|---|---|---|---|---|")
+def report_throughput(runs: list[dict[str, tuple[wrk.WrkResult, float]]], concurrency: int) -> bool:
+    print(f"\n## Embeddings, {BATCH} inputs a request, c={concurrency} (median of {len(runs)} "
+          "runs, the order reversed every other run)\n")  # fmt: skip
+    print(
+        "| target | req/s | p50 ms | p99 ms | CPU us/req | errors | / bare | CPU, bare / target |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     ratios: dict[str, float] = {}
     for name in runs[0]:
-        rps = statistics.median(run[name].rps for run in runs)
-        ratios[name] = statistics.median(run[name].rps / run["bare"].rps for run in runs)
-        p50 = statistics.median(run[name].p50_ms for run in runs)
-        p99 = statistics.median(run[name].p99_ms for run in runs)
-        errors = sum(run[name].errors for run in runs)
-        print(f"| {name} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {errors} | {ratios[name]:.2f}x |")
+        results = [run[name][0] for run in runs]
+        ratios[name] = statistics.median(run[name][0].rps / run["bare"][0].rps for run in runs)
+        cpu = statistics.median(run["bare"][1] / max(run[name][1], 1e-9) for run in runs)
+        print(
+            f"| {name} | {statistics.median(r.rps for r in results):.0f} "
+            f"| {statistics.median(r.p50_ms for r in results):.2f} "
+            f"| {statistics.median(r.p99_ms for r in results):.2f} "
+            f"| {statistics.median(run[name][1] for run in runs):.0f} "
+            f"| {sum(r.errors for r in results)} | {ratios[name]:.2f}x | {cpu:.2f}x |"
+        )
     ok = ratios["proxy"] >= THROUGHPUT_BAR
     print(f"\nproxy / bare = {ratios['proxy']:.2f}x (bar >= {THROUGHPUT_BAR}x): "
           f"{'met' if ok else 'NOT met'}")  # fmt: skip
@@ -284,7 +299,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("part", nargs="?", default="all",
                    choices=["all", "throughput", "reindex", "upstream"])  # fmt: skip
     p.add_argument("--quick", action="store_true", help="1 run of 3 s, 80 documents")
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--runs", type=int, default=6)
     p.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run")
     p.add_argument("--concurrency", type=int, default=16, help="wrk connections")
     p.add_argument("--docs", type=int, default=200)

@@ -317,6 +317,8 @@ class ChunkRewriter:
             views = _batch_decoder.decode(b"[" + b",".join(events) + b"]")
         except (msgspec.DecodeError, msgspec.ValidationError):
             views = None
+        if views is not None and len(views) != len(events):  # an event not one JSON value
+            views = None
         out: list[bytes] = []
         try:
             if views is not None:

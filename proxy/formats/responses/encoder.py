@@ -59,6 +59,7 @@ class _Chunk(msgspec.Struct):
 
 
 _chunk = msgspec.json.Decoder(_Chunk)
+_chunks = msgspec.json.Decoder(list[_Chunk])
 
 
 @dataclass
@@ -242,6 +243,25 @@ class ChatChunksAsEvents:
         self.finished: set[int] = set()
 
     def batch(self, events: list[bytes]) -> tuple[list[bytes], ProxyError | None]:
+        """Events for a network read's chunks: read in one decoder call when every one is in
+        the usual form, else one by one (so the chunks before a bad one still count)."""
+        try:
+            chunks = _chunks.decode(b"[" + b",".join(events) + b"]")
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return self._one_by_one(events)
+        if len(chunks) != len(events):  # an event that is not one JSON value
+            return self._one_by_one(events)
+        frames: list[bytes] = []
+        for chunk in chunks:
+            if chunk.error:
+                return frames, UpstreamError(
+                    f"The upstream '{self.upstream}' failed during the stream."
+                )
+            self._note(chunk)
+            self.encoder.chunk_events(chunk, frames)
+        return frames, None
+
+    def _one_by_one(self, events: list[bytes]) -> tuple[list[bytes], ProxyError | None]:
         frames: list[bytes] = []
         for payload in events:
             try:

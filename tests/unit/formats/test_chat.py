@@ -157,3 +157,20 @@ def test_finish_reasons_and_usage_are_noted_and_usage_chunk_dropped_unless_asked
 def test_bad_or_error_chunks_raise(chunk: bytes) -> None:
     with pytest.raises(UpstreamError):
         _rewriter()(chunk)
+
+
+def test_a_read_of_several_chunks_is_rewritten_like_each_on_its_own() -> None:
+    first = b'{"id":"c","model":"up-1","choices":[{"index":0,"delta":{"content":"a"}}]}'
+    last = b'{"id":"c","model":"up-1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}'
+    together, alone = _rewriter(), _rewriter()
+    out, failure = together.batch([first, last])
+    assert failure is None and together.complete
+    assert out == [alone(first), alone(last)]
+
+
+def test_an_event_holding_two_json_values_is_not_json_even_in_a_batch() -> None:
+    good = b'{"id":"c","model":"up-1","choices":[{"index":0,"delta":{"content":"a"}}]}'
+    rewrite = _rewriter()
+    out, failure = rewrite.batch([good, good + b"," + good])
+    assert len(out) == 1 and isinstance(failure, UpstreamError)
+    assert "not JSON" in failure.message

@@ -257,3 +257,33 @@ def test_native_events_are_framed_and_relabelled() -> None:
     assert frames == [] and isinstance(failure, UpstreamError)
     failed = parse(events.failed(failure))[0]
     assert failed.type == "response.failed" and failed.sequence_number == 3
+
+
+def _relay_rewriter() -> Any:
+    from proxy.formats.responses.encoder import ChatChunksAsEvents
+
+    return ChatChunksAsEvents(StreamEncoder(base()), record(), "up")
+
+
+def test_a_read_of_several_chunks_makes_the_events_each_would_alone() -> None:
+    chunks = [chunk({"content": "Hel"}), chunk({"content": "lo"}), chunk({}, "stop")]
+    together, alone = _relay_rewriter(), _relay_rewriter()
+    frames, failure = together.batch(chunks)
+    assert failure is None and together.complete
+    one_by_one = [frame for piece in chunks for frame in alone.batch([piece])[0]]
+    assert len(frames) > 3
+    assert _without_ids(frames) == _without_ids(one_by_one)
+
+
+def _without_ids(frames: list[bytes]) -> list[Any]:
+    events = [json.loads(frame.split(b"\ndata: ", 1)[1]) for frame in frames]
+    for event in events:
+        event.pop("item_id", None)
+        event.get("item", {}).pop("id", None)
+    return events
+
+
+def test_an_event_holding_two_json_values_fails_the_stream_even_in_a_batch() -> None:
+    good = chunk({"content": "Hel"})
+    frames, failure = _relay_rewriter().batch([good, good + b"," + good])
+    assert frames and isinstance(failure, UpstreamError) and "not JSON" in failure.message
