@@ -310,9 +310,10 @@ def micro_benchmark(rounds: int = 2000) -> dict[str, float]:
     from proxy.cache.backends import WRITE_BATCH, DiskBackend
     from proxy.cache.keys import decide
     from proxy.config import CacheConfig
+    from proxy.formats.base import DecodeContext
+    from proxy.formats.chat import CHAT
     from proxy.gateway import Gateway
     from proxy.loader import load_text
-    from proxy.wire import decode_chat_head
 
     request = b'{"model":"cache-same","messages":[{"role":"user","content":"Say hello"}],"seed":7}'
     answer = json_body().encode()
@@ -331,8 +332,11 @@ def micro_benchmark(rounds: int = 2000) -> dict[str, float]:
 
     async def run(tmp: Path) -> None:
         config = CacheConfig(backend="disk")
-        head = decode_chat_head(request)
-        await timed("key + decision", lambda: decide(config, None, head, request, "b", "m", None))
+        probe = Gateway(load_text(cache_policy_text("http://127.0.0.1:9", 0, str(tmp / "p"),
+                                                    "memory", "WARNING"), env={}))  # fmt: skip
+        caller = probe.policy.authenticate(f"Bearer {CLIENT_KEY}")
+        head = await CHAT.decode(request, DecodeContext(probe.policy, caller, {}))
+        await timed("key + decision", lambda: decide(config, None, head, "b", "m", None))
         disk = DiskBackend(tmp / "direct", 2**30)
         await disk.set("k", answer, 3600)
         await timed("disk get (on the loop, as the proxy does)", lambda: disk.get("k"))
@@ -358,9 +362,7 @@ def micro_benchmark(rounds: int = 2000) -> dict[str, float]:
             policy = gateway.policy
             resolved = policy.resolve(SAME_MODEL)
             assert resolved is not None
-            decision = decide(
-                policy.config.cache, None, head, request, "bench", resolved.public, None
-            )
+            decision = decide(policy.config.cache, None, head, caller.name, resolved.public, None)
             assert decision is not None
             gateway.cache.fill(decision.key, answer, "slow/gpt-4o-mini", 3600)
             while gateway.cache._fills:

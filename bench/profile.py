@@ -94,7 +94,7 @@ def profile(args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack) ->
     measure(url, target, stream, args.connections, 2.0)  # warm up
     out = tmp / "profile.txt"
     spy = [
-        "py-spy", "record", "--pid", str(proc.popen.pid), "--rate", str(args.rate),
+        py_spy() or "py-spy", "record", "--pid", str(proc.popen.pid), "--rate", str(args.rate),
         "--duration", str(int(args.seconds)), "--format", "raw", "--output", str(out),
         "--nonblocking", "--full-filenames", "--function",
     ]  # fmt: skip
@@ -131,9 +131,15 @@ def render(raw: str, top: int) -> str:
     return "\n".join(lines)
 
 
+def py_spy() -> str | None:
+    """py-spy on PATH, or beside this Python (a virtualenv run without activating it)."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if shutil.which("py-spy") is None:
+    if py_spy() is None:
         raise SystemExit("py-spy is not installed (pip install py-spy)")
     os.sched_setaffinity(0, {LOAD_CORE})
     with exclusive(), contextlib.ExitStack() as stack:

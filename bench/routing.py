@@ -17,7 +17,11 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    # run as a script, bench/ comes first on sys.path and bench/limits.py would shadow the
+    # `limits` library the proxy imports: put the repository there instead
+    HERE = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+    sys.path.insert(0, str(HERE.parent))
 
 from bench.targets import (
     CHAT_PATH,
@@ -122,36 +126,47 @@ def _edit_every_second(policy: Path) -> None:
 
 
 def micro_benchmark(rounds: int = 20000) -> dict[str, float]:
-    """Routing cost per request in microseconds: auth, validation, rules, model resolution
-    and the route plan (strategy order, health filter), as the gateway does them."""
+    """Routing cost per request in microseconds: auth, decoding and validation, rules, model
+    resolution and the route plan (strategy order, health filter, the first attempt's
+    upstream call built), as the gateway does them."""
     import asyncio
 
+    from proxy.formats.base import DecodeContext
+    from proxy.formats.chat import CHAT
     from proxy.gateway import Gateway
     from proxy.loader import load_text
+    from proxy.planning import Planning, plans
 
     text = _fallback_free(large_policy_text("http://127.0.0.1:9", 0))
-    gateway = Gateway(load_text(text, env={}))
-    asyncio.run(gateway.start())
-    policy = gateway.policy
     body = b'{"model":"model-37","messages":[{"role":"user","content":"Say hello"}]}'
     headers = {"x-tier": "none"}
 
-    def route_once() -> None:
-        caller = policy.authenticate("Bearer sk-bench-client")
-        head = gateway._validate(policy, body)
-        resolved = gateway._resolve(policy, caller, head, headers)
-        plan = next(gateway._plans(policy, resolved, head, body, "req"))
-        assert plan.attempts[0].call.model.startswith("m37-")
+    async def measure() -> list[float]:
+        gateway = Gateway(load_text(text, env={}))
+        await gateway.start()
+        policy = gateway.policy
+        dispatcher = gateway.services.dispatcher
 
-    for _ in range(2000):
-        route_once()
-    samples = []
-    for _ in range(5):
-        started = time.perf_counter()
-        for _ in range(rounds):
-            route_once()
-        samples.append((time.perf_counter() - started) / rounds * 1e6)
-    asyncio.run(gateway.close())
+        async def route_once() -> None:
+            caller = policy.authenticate("Bearer sk-bench-client")
+            request = await CHAT.decode(body, DecodeContext(policy, caller, headers))
+            resolved = gateway.resolve(caller, request, headers)
+            planning = Planning(policy, gateway.upstreams, dispatcher, "req")
+            plan = next(plans(planning, resolved, request))
+            assert plan.attempts[0].call.model.startswith("m37-")
+
+        for _ in range(2000):
+            await route_once()
+        samples = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(rounds):
+                await route_once()
+            samples.append((time.perf_counter() - started) / rounds * 1e6)
+        await gateway.close()
+        return samples
+
+    samples = asyncio.run(measure())
     return {"median_us": statistics.median(samples), "min_us": min(samples)}
 
 
