@@ -251,7 +251,7 @@ class Gateway:
         """One request through the pipeline. The key is checked from the headers before the
         body is read, so an unauthenticated client never makes the proxy hold a body."""
         flight = InFlight(RequestRecord(request_id, time.perf_counter(), door.api), self.services)
-        self.metrics.inflight.inc()
+        self.metrics.in_flight.inc()
         try:
             return await self._answer(door, flight, authorization, headers, read_body)
         except Exception as exc:
@@ -316,7 +316,7 @@ class Gateway:
             headers.get("cache-control"),
         )  # fmt: skip
         record.cache = flight.lookup.result
-        self.metrics.child(self.metrics.cache_requests, record.cache).inc()
+        self.metrics.tally(self.metrics.cache_requests, record.cache).inc()
         if flight.lookup.entry is not None:
             return await self._serve_hit(flight, caller, resolved)
         planning = Planning(policy, self.upstreams, services.dispatcher, record.request_id)

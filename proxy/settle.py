@@ -173,7 +173,7 @@ class Settlement:
 
     def _account(self, flight: InFlight) -> None:
         flight.record.finish(self.metrics, flight.services.access_log)
-        self.metrics.inflight.dec()
+        self.metrics.in_flight.dec()
 
 
 def spawner(tasks: set[asyncio.Task[None]]) -> Callable[[Coroutine[Any, Any, None]], None]:
