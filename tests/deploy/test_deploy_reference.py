@@ -16,9 +16,6 @@ from proxy.loader import ConfigError, LoadedConfig, load_text
 
 REFERENCE = ROOT / "config" / "proxy.reference.yaml"
 TEXT = REFERENCE.read_text()
-# Sections the reference already describes that this version of the proxy does not accept yet
-# (the policy forbids unknown keys); they are left out of the load until it does.
-NOT_YET_ACCEPTED: tuple[str, ...] = ()
 EXAMPLE_ENV = {"TEAM_A_KEY": "team-a-example-key"}  # upstream credentials stay unset
 # Sections written out whole with their defaults (no `# example` line in them).
 DEFAULT_SECTIONS = (
@@ -34,23 +31,9 @@ DEFAULT_SECTIONS = (
 )
 
 
-def without_sections(text: str, names: tuple[str, ...]) -> str:
-    """The text without the given top-level sections (their key line and what follows it up
-    to the next top-level key)."""
-    kept, skipping = [], False
-    for line in text.splitlines(keepends=True):
-        top = re.match(r"^([A-Za-z_]+):", line)
-        if top:
-            skipping = top.group(1) in names
-        if not skipping:
-            kept.append(line)
-    return "".join(kept)
-
-
 def load_reference() -> LoadedConfig:
-    text = without_sections(TEXT, NOT_YET_ACCEPTED)
     try:
-        return load_text(text, source=str(REFERENCE), env=EXAMPLE_ENV)
+        return load_text(TEXT, source=str(REFERENCE), env=EXAMPLE_ENV)
     except ConfigError as exc:
         pytest.fail(f"the proxy rejects its own reference policy:\n{exc}")
 
@@ -100,11 +83,3 @@ def test_the_reference_names_every_key_of_the_policy() -> None:
     names = set(field_names(msgspec.inspect.type_info(ProxyConfig)))
     missing = sorted(name for name in names if not re.search(rf"\b{name}:", TEXT))
     assert not missing, f"keys in proxy/config.py that config/proxy.reference.yaml omits: {missing}"
-
-
-@pytest.mark.parametrize("section", NOT_YET_ACCEPTED)
-def test_sections_left_out_of_the_load_are_still_unknown_to_the_proxy(section: str) -> None:
-    assert section not in ProxyConfig.__struct_fields__, (
-        f"the proxy now accepts `{section}:`: remove it from NOT_YET_ACCEPTED so that the "
-        "reference's example of it is loaded too"
-    )
