@@ -29,19 +29,16 @@ tool_result answering one. Errors use Anthropic's envelope
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
-import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
-from fakes.openai_upstream import RecordedRequest, split_fixed, split_words
-from fakes.server import FakeServer
+from fakes.openai_upstream import split_fixed, split_words
+from fakes.scripted import RecordedRequest, ScriptedFake
 
 DEFAULT_REPLY = "Hello from the fake Claude model"
 TOOL_PREAMBLE = "Let me check."
@@ -392,57 +389,14 @@ def sse(name: str, data: Mapping[str, Any]) -> bytes:
 # -- the server ------------------------------------------------------------------------------------
 
 
-class FakeAnthropic(FakeServer):
+class FakeAnthropic(ScriptedFake["Behaviour"]):
     """Thread-safe: script it and read what it saw from any thread."""
 
     thread_name = "fake-anthropic"
+    default_reply = DEFAULT_REPLY
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._script: deque[Behaviour] = deque()
-        self._default = ok()
-        self._reply = DEFAULT_REPLY
-        self._requests: list[RecordedRequest] = []
-        self._seq = itertools.count(1)
-
-    def script(self, *behaviours: Behaviour) -> None:
-        """Queue behaviours, consumed one per request, before the default."""
-        with self._lock:
-            self._script.extend(behaviours)
-
-    @property
-    def reply(self) -> str:
-        with self._lock:
-            return self._reply
-
-    @reply.setter
-    def reply(self, text: str) -> None:
-        with self._lock:
-            self._reply = text
-
-    @property
-    def default(self) -> Behaviour:
-        with self._lock:
-            return self._default
-
-    @default.setter
-    def default(self, behaviour: Behaviour) -> None:
-        with self._lock:
-            self._default = behaviour
-
-    def reset(self) -> None:
-        with self._lock:
-            self._script.clear()
-            self._default = ok()
-            self._reply = DEFAULT_REPLY
-            self._requests.clear()
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
+    def fresh_default(self) -> Behaviour:
+        return ok()
 
     @property
     def message_requests(self) -> list[RecordedRequest]:
@@ -460,32 +414,9 @@ class FakeAnthropic(FakeServer):
         app.router.add_post("/v1/messages/count_tokens", self._count_tokens)
         return app
 
-    def _record(self, request: web.Request, body: bytes) -> RecordedRequest:
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = None
-        rec = RecordedRequest(
-            method=request.method,
-            path=request.path,
-            query=request.query_string,
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=body,
-            json=parsed,
-        )
-        with self._changed:
-            self._requests.append(rec)
-            self._changed.notify_all()
-        return rec
-
-    def _next(self) -> tuple[Behaviour, str, int]:
-        with self._lock:
-            behaviour = self._script.popleft() if self._script else self._default
-            return behaviour, self._reply, next(self._seq)
-
     async def _count_tokens(self, request: web.Request) -> web.Response:
         rec = self._record(request, await request.read())
-        behaviour, _, seq = self._next()
+        behaviour, _, seq = self._next_behaviour()
         rec.behaviour = behaviour
         try:
             if behaviour.kind == "status":
@@ -501,7 +432,7 @@ class FakeAnthropic(FakeServer):
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         rec = self._record(request, await request.read())
-        behaviour, reply, seq = self._next()
+        behaviour, reply, seq = self._next_behaviour()
         rec.behaviour = behaviour
         try:
             response = await self._answer(request, rec, behaviour, reply, seq)

@@ -22,9 +22,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from fakes.embeddings_api import embeddings_handler
-from fakes.server import FakeServer
+from fakes.scripted import RecordedRequest, ScriptedFake
 
 DEFAULT_REPLY = "Hello from the fake upstream model"
 TOOL_ARGUMENTS = {"city": "Paris", "unit": "celsius", "days": 3}
@@ -190,35 +188,7 @@ def garbage(body: bytes = b"<html><body>502 Bad Gateway</body></html> not json")
 
 
 # --------------------------------------------------------------------------------------------
-# What the fake saw
-
-
-@dataclass
-class RecordedRequest:
-    method: str
-    path: str
-    query: str
-    headers: dict[str, str]  # lower-cased names
-    body: bytes
-    json: Any  # parsed body, or None when it was not JSON
-    behaviour: Behaviour | None = None
-    # What the fake answered (non-stream body, or the chunks it sent), for comparisons.
-    response_json: Any = None
-    sent_events: list[dict[str, Any]] = field(default_factory=list)
-    usage: dict[str, int] | None = None
-    # completed | cancelled (handler cancelled: the client went away) | disconnected (a write
-    # failed) | aborted (the fake dropped the connection on purpose) | error
-    outcome: str | None = None
-    received_at: float = field(default_factory=time.monotonic)
-    finished_at: float | None = None
-    done: threading.Event = field(default_factory=threading.Event, repr=False)
-
-    def wait_done(self, timeout: float = 5.0) -> bool:
-        return self.done.wait(timeout)
-
-
-# --------------------------------------------------------------------------------------------
-# Building answers
+# Building answers (what the fake saw is fakes.scripted.RecordedRequest)
 
 
 def _text_of(content: Any) -> str:
@@ -421,62 +391,18 @@ def sse(data: Any, odd: bool = False) -> bytes:
 # The server
 
 
-class FakeOpenAI(FakeServer):
+class FakeOpenAI(ScriptedFake["Behaviour"]):
     """The fake upstream. Thread-safe: script it and read what it saw from any thread."""
 
     thread_name = "fake-openai"
+    default_reply = DEFAULT_REPLY
 
     def __init__(self, models: list[str] | None = None) -> None:
         super().__init__()
         self.models = models or ["upstream-model-id", "gpt-4o-mini"]
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._script: deque[Behaviour] = deque()
-        self._default = ok()
-        self._reply = DEFAULT_REPLY
-        self._requests: list[RecordedRequest] = []
-        self._seq = itertools.count(1)
 
-    # ---- scripting (any thread)
-
-    def script(self, *behaviours: Behaviour) -> None:
-        """Queue behaviours, consumed one per chat request, before the default."""
-        with self._lock:
-            self._script.extend(behaviours)
-
-    @property
-    def default(self) -> Behaviour:
-        with self._lock:
-            return self._default
-
-    @default.setter
-    def default(self, behaviour: Behaviour) -> None:
-        with self._lock:
-            self._default = behaviour
-
-    @property
-    def reply(self) -> str:
-        with self._lock:
-            return self._reply
-
-    @reply.setter
-    def reply(self, text: str) -> None:
-        with self._lock:
-            self._reply = text
-
-    def reset(self) -> None:
-        with self._lock:
-            self._script.clear()
-            self._default = ok()
-            self._reply = DEFAULT_REPLY
-            self._requests.clear()
-
-    # ---- inspection (any thread)
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
+    def fresh_default(self) -> Behaviour:
+        return ok()
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
@@ -531,29 +457,6 @@ class FakeOpenAI(FakeServer):
     @staticmethod
     def _model_obj(model_id: str) -> dict[str, Any]:
         return {"id": model_id, "object": "model", "created": 1700000000, "owned_by": "fake"}
-
-    def _record(self, request: web.Request, body: bytes) -> RecordedRequest:
-        try:
-            parsed = json.loads(body) if body else None
-        except ValueError:
-            parsed = None
-        rec = RecordedRequest(
-            method=request.method,
-            path=request.path,
-            query=request.query_string,
-            headers={k.lower(): v for k, v in request.headers.items()},
-            body=body,
-            json=parsed,
-        )
-        with self._changed:
-            self._requests.append(rec)
-            self._changed.notify_all()
-        return rec
-
-    def _next_behaviour(self) -> tuple[Behaviour, str, int]:
-        with self._lock:
-            behaviour = self._script.popleft() if self._script else self._default
-            return behaviour, self._reply, next(self._seq)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
