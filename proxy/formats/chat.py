@@ -156,7 +156,9 @@ class ChatDoor:
         return {"x-request-id": request_id}
 
     async def frames(self, batches: AsyncIterator[list[bytes]]) -> AsyncIterator[bytes]:
-        """One write per batch: events that arrived together leave together."""
+        """One write per batch: events that arrived together leave together. A failure after
+        the first byte can no longer change the status: it is sent in-band as
+        `data: {"error": {...}}`, then `data: [DONE]`."""
         try:
             async for batch in batches:
                 yield b"".join([b"data: " + payload + b"\n\n" for payload in batch])
