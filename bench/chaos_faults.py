@@ -193,8 +193,8 @@ class FaultyAnthropic(FakeAnthropic):
         self.name = name
         self.plan = FaultPlan(plan, anthropic_fault_makers(timeouts), seed)
 
-    def _next(self) -> tuple[claude.Behaviour, str, int]:
-        _, reply, seq = super()._next()
+    def _next_behaviour(self) -> tuple[claude.Behaviour, str, int]:
+        _, reply, seq = super()._next_behaviour()  # the script is always empty
         return self.plan.draw(), reply, seq
 
     def _record(self, request, body):  # type: ignore[no-untyped-def]
