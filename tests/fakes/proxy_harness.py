@@ -165,6 +165,10 @@ class ProxyLauncher:
         raise RuntimeError(f"proxy not ready within {START_TIMEOUT}s:\n{proxy.log()[-5000:]}")
 
     def close(self) -> None:
+        """SIGTERM every proxy first, then wait for each: their drains overlap."""
+        for proxy in self.running:
+            if proxy.process.poll() is None:
+                proxy.process.terminate()
         for proxy in self.running:
             proxy.stop()
 
@@ -209,7 +213,8 @@ def base_policy(fake_base_url: str) -> dict[str, Any]:
     upstream), so breakers, parking and ejection in one test never leak into another."""
     upstream = {"type": "openai", "base_url": fake_base_url, "api_key": UPSTREAM_KEY}
     policy = {
-        "server": {"max_body_bytes": MAX_BODY_BYTES, "drain_timeout": 1},
+        # a short drain: every proxy a test stops waits this long (its readiness grace) first
+        "server": {"max_body_bytes": MAX_BODY_BYTES, "drain_timeout": 0.3},
         "upstreams": {
             "fake": upstream,
             "fake-auth": {**upstream, "api_key": UPSTREAM_AUTH_KEY},

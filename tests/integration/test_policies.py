@@ -101,7 +101,9 @@ def test_unset_variable_outside_upstream_credentials_refuses_to_start(
 def test_sigterm_turns_readiness_503_before_refusing_connections(
     start_proxy: Any, fake_openai: FakeOpenAI
 ) -> None:
-    proxy = start_proxy(open_policy(fake_openai, "k"))
+    policy = open_policy(fake_openai, "k")
+    policy["server"]["drain_timeout"] = 1  # a grace of 1 s between the 503s and the refusals
+    proxy = start_proxy(policy)
     proxy.process.send_signal(signal.SIGTERM)
     assert poll_readiness_until_not_ready(proxy.url) == 503
     assert proxy.process.wait(10) is not None
