@@ -85,8 +85,10 @@ def test_a_native_stream_is_relabelled(client: openai.OpenAI, fake_openai: FakeO
         final = stream.get_final_response()
     assert final.output_text == "a b c" and final.model == "gpt-native"
     assert events[0].response.model == "gpt-native"
-    sent = native_requests(fake_openai)[-1].sent_events
-    assert [e.type for e in events] == [e["type"] for e in sent]
+    request = native_requests(fake_openai)[-1]
+    # the fake notes each event after writing it: read them once its answer is done
+    assert request.wait_done(), "the fake never finished its answer"
+    assert [e.type for e in events] == [e["type"] for e in request.sent_events]
     assert [e.sequence_number for e in events] == list(range(len(events)))
     assert final.usage is not None and final.usage.output_tokens == 3
 

@@ -126,7 +126,10 @@ async def test_a_messages_stream_yields_the_event_payloads_as_sent(
 ) -> None:
     batches = await collect(upstream, call({**NATIVE, "stream": True}, api="messages"))
     events = [json.loads(e) for batch in batches for e in batch]
-    assert events == anthropic.last_request.sent_events
+    sent = anthropic.last_request
+    # the fake notes each event after writing it: read them once its answer is done
+    assert sent.wait_done(), "the fake never finished its answer"
+    assert events == sent.sent_events
     assert events[0]["type"] == "message_start" and events[-1]["type"] == "message_stop"
     assert anthropic.last_request.headers["anthropic-version"] == "2023-06-01"
 
