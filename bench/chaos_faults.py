@@ -160,6 +160,8 @@ class FaultyUpstream(FakeOpenAI):
     """A FakeOpenAI whose every request (chat, responses, embeddings) gets a fault drawn from
     `plan` (no script)."""
 
+    keep_requests = KEEP_REQUESTS
+
     def __init__(
         self, name: str, plan: str, timeouts: Timeouts, seed: int, long_delay: float = 0.2
     ) -> None:
@@ -169,17 +171,7 @@ class FaultyUpstream(FakeOpenAI):
         if plan == "long":
             makers["slow stream"] = lambda rng: slow_stream(long_delay)
         self.plan = FaultPlan(plan, makers, seed)
-
-    def _next_behaviour(self) -> tuple[Behaviour, str, int]:
-        _, reply, seq = super()._next_behaviour()  # the script is always empty
-        return self.plan.draw(), reply, seq
-
-    def _record(self, request, body):  # type: ignore[no-untyped-def]
-        rec = super()._record(request, body)
-        with self._lock:
-            if len(self._requests) > 2 * KEEP_REQUESTS:
-                del self._requests[:-KEEP_REQUESTS]
-        return rec
+        self.draw = self.plan.draw
 
     def faults(self) -> Counter[str]:
         return self.plan.faults()
@@ -188,21 +180,13 @@ class FaultyUpstream(FakeOpenAI):
 class FaultyAnthropic(FakeAnthropic):
     """A FakeAnthropic whose every request gets a fault drawn from `plan`."""
 
+    keep_requests = KEEP_REQUESTS
+
     def __init__(self, name: str, plan: str, timeouts: Timeouts, seed: int) -> None:
         super().__init__()
         self.name = name
         self.plan = FaultPlan(plan, anthropic_fault_makers(timeouts), seed)
-
-    def _next_behaviour(self) -> tuple[claude.Behaviour, str, int]:
-        _, reply, seq = super()._next_behaviour()  # the script is always empty
-        return self.plan.draw(), reply, seq
-
-    def _record(self, request, body):  # type: ignore[no-untyped-def]
-        rec = super()._record(request, body)
-        with self._lock:
-            if len(self._requests) > 2 * KEEP_REQUESTS:
-                del self._requests[:-KEEP_REQUESTS]
-        return rec
+        self.draw = self.plan.draw
 
     def faults(self) -> Counter[str]:
         return self.plan.faults()

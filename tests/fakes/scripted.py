@@ -16,6 +16,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -54,6 +55,7 @@ class ScriptedFake(FakeServer, Generic[B]):
     """Thread-safe: script it and read what it saw from any thread."""
 
     default_reply = "Hello from the fake upstream"
+    keep_requests: int | None = None  # a long run keeps only about this many recent records
 
     def __init__(self) -> None:
         super().__init__()
@@ -64,6 +66,8 @@ class ScriptedFake(FakeServer, Generic[B]):
         self._reply = self.default_reply
         self._requests: list[RecordedRequest] = []
         self._seq = itertools.count(1)
+        # where every behaviour comes from instead of the script (a chaos run's fault plan)
+        self.draw: Callable[[], B] | None = None
 
     def fresh_default(self) -> B:
         raise NotImplementedError
@@ -126,12 +130,18 @@ class ScriptedFake(FakeServer, Generic[B]):
         )
         with self._changed:
             self._requests.append(rec)
+            if self.keep_requests is not None and len(self._requests) > 2 * self.keep_requests:
+                del self._requests[: -self.keep_requests]
             self._changed.notify_all()
         return rec
 
     def _next_behaviour(self) -> tuple[B, str, int]:
-        """The behaviour for this request (the script's next, else the default), the reply
-        text and the request's sequence number."""
+        """The behaviour for this request (drawn, else the script's next, else the default),
+        the reply text and the request's sequence number."""
+        draw = self.draw
         with self._lock:
-            behaviour = self._script.popleft() if self._script else self._default
+            if draw is not None:
+                behaviour = draw()
+            else:
+                behaviour = self._script.popleft() if self._script else self._default
             return behaviour, self._reply, next(self._seq)

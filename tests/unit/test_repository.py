@@ -35,11 +35,8 @@ def tracked_text_files() -> list[Path]:
 def test_nothing_in_the_repository_cites_notes_outside_it() -> None:
     files = tracked_text_files()
     assert len(files) > 100, "git ls-files found too little to be this checkout"
-    this_file = Path(__file__).resolve()
     cited = []
     for path in files:
-        if path == this_file:
-            continue
         text = path.read_text(encoding="utf-8", errors="replace")
         for number, line in enumerate(text.splitlines(), 1):
             if OUTSIDE_CITATION.search(line):
@@ -50,7 +47,9 @@ def test_nothing_in_the_repository_cites_notes_outside_it() -> None:
 
 
 def test_the_citation_check_can_fail() -> None:
-    for line in ("see DESIGN.md", "as ../shared/design says", "fixes issue 14", "issue #3"):
+    # spelled in pieces: this file must pass its own check
+    notes, shared, issue = "DESIGN" + ".md", ".." + "/shared", "iss" + "ue"
+    for line in (f"see {notes}", f"as {shared}/design says", f"fixes {issue} 14", f"{issue} #3"):
         assert OUTSIDE_CITATION.search(line), line
     assert not OUTSIDE_CITATION.search("the design of the cache, see docs/semantics.md")
 
