@@ -65,7 +65,7 @@ def database() -> Iterator[str]:
     run_sql(
         f"ALTER DATABASE {name} ALLOW_CONNECTIONS true",
         f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'",
-        f"DROP DATABASE IF EXISTS {name}",
+        f"DROP DATABASE IF EXISTS {name} WITH (FORCE)",  # a backend still exiting is no error
     )
 
 
